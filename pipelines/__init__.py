@@ -1,0 +1,1 @@
+"""Runnable Beam jobs and their options."""

@@ -1,0 +1,1 @@
+"""Beam transforms of the enrichment data path and the pure-Python control logic they use."""

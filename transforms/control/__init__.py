@@ -1,0 +1,1 @@
+"""Pure-Python throttling control logic (no Beam imports; injected clocks)."""
