@@ -1,0 +1,37 @@
+"""When a batch of events is complete: at most N events, B bytes and W seconds old.
+
+The byte bound is strict: an event that would overflow the batch closes it
+first, so no request exceeds `max_bytes` unless a single event does (such an
+event travels alone; the parser already refuses oversized messages).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    max_events: int = 100
+    max_bytes: int = 1_000_000
+    max_wait_s: Optional[float] = None   # streaming only; None = no age bound
+
+    def __post_init__(self) -> None:
+        if self.max_events < 1:
+            raise ValueError("batch size must be >= 1")
+        if self.max_bytes < 1:
+            raise ValueError("max batch bytes must be >= 1")
+        if self.max_wait_s is not None and self.max_wait_s <= 0:
+            raise ValueError("max batch wait must be > 0 seconds")
+
+    def fits(self, count: int, nbytes: int, item_bytes: int) -> bool:
+        """Can an item of `item_bytes` join a batch of `count` events / `nbytes`?"""
+        if count == 0:
+            return True
+        return count + 1 <= self.max_events and nbytes + item_bytes <= self.max_bytes
+
+    def full(self, count: int, nbytes: int) -> bool:
+        return count >= self.max_events or nbytes >= self.max_bytes
+
+    def expired(self, opened_at: float, now: float) -> bool:
+        return self.max_wait_s is not None and now - opened_at >= self.max_wait_s

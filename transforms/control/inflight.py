@@ -1,0 +1,55 @@
+"""Caps the requests outstanding at the service, shared by every thread of a process."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class InFlightLimiter:
+    """A resizable semaphore that also records the peak it allowed."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("in-flight limit must be >= 1")
+        self._cond = threading.Condition()
+        self._limit = limit
+        self._in_flight = 0
+        self._peak = 0
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def peak(self) -> int:
+        return self._peak
+
+    def set_limit(self, limit: int) -> None:
+        with self._cond:
+            self._limit = max(1, limit)
+            self._cond.notify_all()
+
+    def acquire(self) -> None:
+        with self._cond:
+            while self._in_flight >= self._limit:
+                self._cond.wait()
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+
+    def release(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
