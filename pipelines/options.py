@@ -1,0 +1,112 @@
+"""Options of the enrichment job (visible in `--help`) and their validation.
+
+Bad values end the job before it starts with one line and exit code 2:
+`ConfigError` carries that line.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+from urllib.parse import urlparse
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import _BeamArgumentParser  # noqa: the parser Beam itself uses
+
+# Runners whose job server contributes options Python cannot know in advance
+# (e.g. Flink's --checkpointing_interval); unknown flags pass through to them.
+PASS_THROUGH_RUNNERS = {"FlinkRunner", "PortableRunner"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line before anything starts."""
+
+
+class EnrichPaymentsOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("payment enrichment")
+        g.add_argument("--bootstrap_servers", default="127.0.0.1:9092", help="Kafka bootstrap servers.")
+        g.add_argument("--input_topic", default="payments", help="Topic of raw payment events.")
+        g.add_argument("--output_topic", default="payments-scored", help="Topic for enriched events.")
+        g.add_argument("--dlq_topic", default="payments-dlq", help="Topic for dead letters.")
+        g.add_argument("--group_id", default="payment-enrichment",
+                       help="Consumer group whose committed offsets mark completed work.")
+        g.add_argument("--kafka_property", action="append", default=[], metavar="KEY=VALUE",
+                       help="Extra librdkafka client property, repeatable (e.g. security.protocol=SSL).")
+        g.add_argument("--max_records", type=int, default=None,
+                       help="Drain at most this many records in total (bounded mode only).")
+        g.add_argument("--scoring_url", default="http://127.0.0.1:8080", help="Base URL of the scoring service.")
+        g.add_argument("--scoring_token_env", default="SCORING_TOKEN",
+                       help="Environment variable holding the scoring service's bearer token.")
+        g.add_argument("--scoring_token_file", default=None, help="File holding the bearer token (wins over env).")
+        g.add_argument("--num_shards", type=int, default=8, help="Shards (keys) of the stateful batching step.")
+        g.add_argument("--batch_size", type=int, default=20, help="Max events per scoring request.")
+        g.add_argument("--max_batch_bytes", type=int, default=256 * 1024, help="Max bytes of events per request.")
+        g.add_argument("--max_batch_wait", type=float, default=2.0,
+                       help="Streaming: max seconds an open batch waits before it is sent.")
+        g.add_argument("--max_in_flight", type=int, default=32,
+                       help="Max concurrent requests per worker process (shared by all threads).")
+        g.add_argument("--initial_rate", type=float, default=50.0, help="Starting request rate (req/s).")
+        g.add_argument("--min_rate", type=float, default=1.0, help="Floor of the learned request rate (req/s).")
+        g.add_argument("--max_rate", type=float, default=10_000.0, help="Ceiling of the learned rate (req/s).")
+        g.add_argument("--max_attempts", type=int, default=10, help="Attempts per batch before dead-lettering.")
+        g.add_argument("--batch_deadline", type=float, default=300.0,
+                       help="Seconds a batch may spend retrying before dead-lettering.")
+        g.add_argument("--retry_budget_ratio", type=float, default=0.1,
+                       help="Retry tokens earned per first attempt (0.1 = retries <= ~10%%).")
+        g.add_argument("--request_timeout", type=float, default=10.0, help="Per-request read timeout (s).")
+        g.add_argument("--summary_path", default=None, help="Write the run summary as JSON here.")
+
+
+def parse_options(argv: Optional[List[str]]) -> PipelineOptions:
+    """Parses argv strictly: unknown flags are errors (except for portable runners)."""
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in PipelineOptions.__subclasses__():
+        _add_all(cls, parser)
+    known, unknown = parser.parse_known_args(argv or [])
+    runner = (getattr(known, "runner", None) or "DirectRunner").split(".")[-1]
+    if unknown and runner not in PASS_THROUGH_RUNNERS:
+        raise ConfigError(f"unknown option(s): {' '.join(unknown)} (see --help)")
+    return PipelineOptions(argv or [])
+
+
+def _add_all(cls: type, parser: argparse.ArgumentParser, seen: Optional[set] = None) -> None:
+    seen = set() if seen is None else seen
+    if cls in seen:
+        return
+    seen.add(cls)
+    try:
+        cls._add_argparse_args(parser)  # type: ignore[attr-defined]
+    except argparse.ArgumentError:
+        pass  # an option declared by two option classes (Beam does the same)
+    for sub in cls.__subclasses__():
+        _add_all(sub, parser, seen)
+
+
+def validate(opts: EnrichPaymentsOptions) -> None:
+    def positive(name: str, value: float) -> None:
+        if value is None or value <= 0:
+            raise ConfigError(f"--{name} must be > 0 (got {value})")
+
+    for name in ("num_shards", "batch_size", "max_batch_bytes", "max_batch_wait", "max_in_flight",
+                 "initial_rate", "min_rate", "max_rate", "max_attempts", "batch_deadline", "request_timeout"):
+        positive(name, getattr(opts, name))
+    if not opts.min_rate <= opts.initial_rate <= opts.max_rate:
+        raise ConfigError("rates must satisfy --min_rate <= --initial_rate <= --max_rate")
+    if not 0 <= opts.retry_budget_ratio <= 1:
+        raise ConfigError(f"--retry_budget_ratio must be in [0, 1] (got {opts.retry_budget_ratio})")
+    if opts.max_records is not None and opts.max_records < 0:
+        raise ConfigError(f"--max_records must be >= 0 (got {opts.max_records})")
+    url = urlparse(opts.scoring_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"--scoring_url must be an http(s) URL with a host (got {opts.scoring_url!r})")
+    for item in opts.kafka_property:
+        if "=" not in item:
+            raise ConfigError(f"--kafka_property must be KEY=VALUE (got {item!r})")
+    for name in ("input_topic", "output_topic", "dlq_topic", "group_id", "bootstrap_servers"):
+        if not getattr(opts, name):
+            raise ConfigError(f"--{name} must not be empty")
+
+
+def is_streaming(options: PipelineOptions) -> bool:
+    return bool(options.view_as(StandardOptions).streaming)

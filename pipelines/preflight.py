@@ -1,0 +1,53 @@
+"""Checks that fail fast, with one line, before a job is submitted.
+
+An unreachable broker, a missing topic or a dead scoring URL would otherwise
+surface minutes later as a worker stack trace (or a hang).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Iterable, Optional
+from urllib.parse import urlparse
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException
+
+from pipelines.options import ConfigError
+from transforms.kafka_config import KafkaConnection
+
+TIMEOUT_S = 10.0
+
+
+def check_kafka(conn: KafkaConnection, topics: Iterable[str], timeout_s: float = TIMEOUT_S) -> None:
+    admin = AdminClient({"bootstrap.servers": conn.bootstrap_servers, **conn.security})
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as e:
+        raise ConfigError(f"Kafka at {conn.bootstrap_servers} is not reachable within {timeout_s:.0f} s "
+                          f"({e.args[0].str() if e.args else e})") from None
+    missing = [t for t in topics if t not in metadata.topics]
+    if missing:
+        raise ConfigError(f"topic(s) missing on {conn.bootstrap_servers}: {', '.join(missing)} "
+                          f"(create them, e.g. `python -m testbed.produce --create_topic ...`)")
+
+
+def check_scoring_url(url: str, timeout_s: float = 5.0) -> None:
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ConfigError(f"scoring service at {url} is not reachable ({e.strerror or e})") from None
+
+
+def load_token(env_var: Optional[str], path: Optional[str]) -> Optional[str]:
+    """The scoring token, from a file (wins) or an environment variable; never logged."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError as e:
+            raise ConfigError(f"cannot read --scoring_token_file {path}: {e.strerror}") from None
+    return os.environ.get(env_var) if env_var else None

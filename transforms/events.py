@@ -1,0 +1,89 @@
+"""The payment event schema: parse and validate raw Kafka values.
+
+Anything that is not a well-formed event raises `InvalidEvent` with a one-line
+reason; the pipeline turns it into a dead letter, so nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Dict, Optional
+
+from transforms.records import SourcePosition
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_ID_CHARS = 128
+MAX_AMOUNT = 1_000_000.0
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_STRING_FIELDS = ("txn_id", "account_id", "card_id", "merchant", "currency", "event_time")
+REQUIRED_FIELDS = _STRING_FIELDS + ("amount",)
+
+
+class InvalidEvent(ValueError):
+    """A message that cannot be scored; `str(e)` is the dead-letter reason."""
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    txn_id: str
+    account_id: str
+    card_id: str
+    merchant: str
+    amount: float
+    currency: str
+    event_time: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    """A valid event with the bytes it came from and its Kafka position."""
+    event: PaymentEvent
+    raw: bytes
+    source: SourcePosition
+    timestamp_ms: int
+
+
+def parse_event(value: Optional[bytes]) -> PaymentEvent:
+    if value is None or len(value) == 0:
+        raise InvalidEvent("empty message")
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise InvalidEvent(f"message too large ({len(value)} bytes > {MAX_MESSAGE_BYTES})")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEvent("message is not UTF-8") from None
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise InvalidEvent(f"invalid JSON: {e.msg if hasattr(e, 'msg') else 'too deeply nested'}") from None
+    if not isinstance(doc, dict):
+        raise InvalidEvent(f"expected a JSON object, got {type(doc).__name__}")
+    missing = [f for f in REQUIRED_FIELDS if doc.get(f) is None]
+    if missing:
+        raise InvalidEvent(f"missing field(s): {', '.join(missing)}")
+    for name in _STRING_FIELDS:
+        field = doc[name]
+        if not isinstance(field, str):
+            raise InvalidEvent(f"field '{name}' must be a string, got {type(field).__name__}")
+        if not field.strip() or len(field) > MAX_ID_CHARS:
+            raise InvalidEvent(f"field '{name}' must be 1-{MAX_ID_CHARS} characters")
+    amount = doc["amount"]
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise InvalidEvent(f"field 'amount' must be a number, got {type(amount).__name__}")
+    if not math.isfinite(amount) or not 0 < amount <= MAX_AMOUNT:
+        raise InvalidEvent(f"field 'amount' out of range (0, {MAX_AMOUNT:.0f}]: {amount}")
+    if not _CURRENCY.match(doc["currency"]):
+        raise InvalidEvent(f"field 'currency' must be 3 upper-case letters: {doc['currency']!r}")
+    try:
+        datetime.fromisoformat(doc["event_time"].replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidEvent(f"field 'event_time' is not ISO-8601: {doc['event_time']!r}") from None
+    return PaymentEvent(txn_id=doc["txn_id"], account_id=doc["account_id"], card_id=doc["card_id"],
+                        merchant=doc["merchant"], amount=float(amount), currency=doc["currency"],
+                        event_time=doc["event_time"])

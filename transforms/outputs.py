@@ -1,0 +1,63 @@
+"""What the pipeline writes: enriched events and dead letters, as Kafka records keyed by txn_id."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from transforms.events import ParsedEvent
+from transforms.records import OutboundRecord, SourcePosition
+
+# Dead letters keep at most this much of the original payload, so a hostile
+# 1 MB message cannot make its own dead letter too large for the broker.
+MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ScoredEvent:
+    parsed: ParsedEvent
+    score: float
+    decision: str
+    model_version: str
+    enrichment_latency_ms: float   # from batch submission to the successful response
+    attempts: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    stage: str                     # "parse" or "score"
+    payload: Optional[bytes]
+    source: SourcePosition
+    txn_id: Optional[str] = None
+    attempts: int = 0
+    last_status: Optional[int] = None
+
+
+def result_record(scored: ScoredEvent, topic: str) -> OutboundRecord:
+    doc: Dict[str, Any] = scored.parsed.event.to_dict()
+    doc.update(score=scored.score, decision=scored.decision, model_version=scored.model_version,
+               enrichment_latency_ms=round(scored.enrichment_latency_ms, 3), attempts=scored.attempts,
+               scored_at_ms=int(time.time() * 1000))
+    txn_id = scored.parsed.event.txn_id
+    return OutboundRecord(topic, txn_id.encode(), json.dumps(doc, separators=(",", ":")).encode(),
+                          scored.parsed.source)
+
+
+def dead_letter_record(letter: DeadLetter, topic: str) -> OutboundRecord:
+    doc: Dict[str, Any] = dict(reason=letter.reason, stage=letter.stage, txn_id=letter.txn_id,
+                               attempts=letter.attempts, last_status=letter.last_status,
+                               source=dict(topic=letter.source.topic, partition=letter.source.partition,
+                                           offset=letter.source.offset),
+                               dead_lettered_at_ms=int(time.time() * 1000))
+    payload = letter.payload or b""
+    doc.update(payload_bytes=len(payload), payload_truncated=len(payload) > MAX_DEAD_LETTER_PAYLOAD)
+    payload = payload[:MAX_DEAD_LETTER_PAYLOAD]
+    try:
+        doc.update(payload=payload.decode("utf-8"), payload_encoding="utf-8")
+    except UnicodeDecodeError:
+        doc.update(payload=base64.b64encode(payload).decode(), payload_encoding="base64")
+    key = letter.txn_id.encode() if letter.txn_id else None
+    return OutboundRecord(topic, key, json.dumps(doc, separators=(",", ":")).encode(), letter.source)

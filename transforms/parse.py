@@ -1,0 +1,39 @@
+"""KafkaRecord -> ParsedEvent, or a dead letter with the reason it could not be parsed."""
+from __future__ import annotations
+
+from typing import Iterator, Union
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.events import InvalidEvent, ParsedEvent, parse_event
+from transforms.outputs import DeadLetter
+from transforms.records import KafkaRecord
+
+DEAD_LETTERS = "dead_letters"
+
+
+class _ParseFn(beam.DoFn):
+    def __init__(self) -> None:
+        self._events_in = Metrics.counter("enrich", "events_in")
+        self._valid = Metrics.counter("enrich", "events_valid")
+        self._invalid = Metrics.counter("enrich", "parse_dead_letters")
+
+    def process(self, record: KafkaRecord) -> Iterator[Union[ParsedEvent, beam.pvalue.TaggedOutput]]:
+        self._events_in.inc()
+        try:
+            event = parse_event(record.value)
+        except InvalidEvent as e:
+            self._invalid.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
+                reason=str(e), stage="parse", payload=record.value, source=record.position))
+            return
+        self._valid.inc()
+        yield ParsedEvent(event, record.value or b"", record.position, record.timestamp_ms)
+
+
+class ParseEvents(beam.PTransform):
+    """Main output: ParsedEvent; tag `dead_letters`: DeadLetter."""
+
+    def expand(self, records):
+        return records | "Parse" >> beam.ParDo(_ParseFn()).with_outputs(DEAD_LETTERS, main="events")
