@@ -56,6 +56,8 @@ class EnrichPaymentsOptions(PipelineOptions):
                        help="Retry tokens earned per first attempt (0.1 = retries <= ~10%%).")
         g.add_argument("--request_timeout", type=float, default=10.0, help="Per-request read timeout (s).")
         g.add_argument("--summary_path", default=None, help="Write the run summary as JSON here.")
+        for action in g._group_actions:
+            action.help = f"{action.help} (default: %(default)s)"
 
 
 def parse_options(argv: Optional[List[str]]) -> PipelineOptions:

@@ -20,7 +20,8 @@ TIMEOUT_S = 10.0
 
 
 def check_kafka(conn: KafkaConnection, topics: Iterable[str], timeout_s: float = TIMEOUT_S) -> None:
-    admin = AdminClient({"bootstrap.servers": conn.bootstrap_servers, **conn.security})
+    # log_level 0: librdkafka would otherwise print a line per failed connect.
+    admin = AdminClient({"bootstrap.servers": conn.bootstrap_servers, "log_level": 0, **conn.security})
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as e:

@@ -9,7 +9,7 @@ from apache_beam.runners.runner import PipelineResult
 from rich.console import Console
 from rich.table import Table
 
-REQUEST_OUTCOMES = ("ok", "429", "5xx", "timeout", "connection_error", "other")
+from transforms.throttled_scoring import REQUEST_OUTCOMES
 
 
 @dataclass

@@ -9,6 +9,7 @@ from apache_beam.metrics import Metrics
 from transforms.events import InvalidEvent, ParsedEvent, parse_event
 from transforms.outputs import DeadLetter
 from transforms.records import KafkaRecord
+from transforms.telemetry import TELEMETRY
 
 DEAD_LETTERS = "dead_letters"
 
@@ -21,14 +22,17 @@ class _ParseFn(beam.DoFn):
 
     def process(self, record: KafkaRecord) -> Iterator[Union[ParsedEvent, beam.pvalue.TaggedOutput]]:
         self._events_in.inc()
+        TELEMETRY.inc("events_in")
         try:
             event = parse_event(record.value)
         except InvalidEvent as e:
             self._invalid.inc()
+            TELEMETRY.inc("parse_dead_letters")
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
                 reason=str(e), stage="parse", payload=record.value, source=record.position))
             return
         self._valid.inc()
+        TELEMETRY.inc("events_valid")
         yield ParsedEvent(event, record.value or b"", record.position, record.timestamp_ms)
 
 

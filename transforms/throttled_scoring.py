@@ -29,9 +29,11 @@ from transforms.control.batching import BatchPolicy
 from transforms.events import ParsedEvent
 from transforms.outputs import DeadLetter, ScoredEvent
 from transforms.scoring_runtime import BatchResult, ScoringConfig, ScoringRuntime, shared_runtime
+from transforms.telemetry import TELEMETRY
 
 DEAD_LETTERS = "dead_letters"
 NAMESPACE = "enrich"
+REQUEST_OUTCOMES = ("ok", "429", "5xx", "timeout", "connection_error", "other")
 
 
 def shard_of(account_id: str, num_shards: int) -> int:
@@ -40,11 +42,13 @@ def shard_of(account_id: str, num_shards: int) -> int:
 
 
 class _ScoringMetrics:
+    """Beam metrics for the summary, mirrored into TELEMETRY for live export."""
+
     def __init__(self) -> None:
         c = lambda name: Metrics.counter(NAMESPACE, name)  # noqa: E731
         self.batches, self.events_scored, self.dead_letters = c("batches"), c("events_scored"), c("score_dead_letters")
         self.retries, self.throttled_ms = c("retries"), c("throttled_ms")
-        self.attempts = {k: c(f"requests_{k}") for k in ("ok", "429", "5xx", "timeout", "connection_error", "other")}
+        self.attempts = {k: c(f"requests_{k}") for k in REQUEST_OUTCOMES}
         self.batch_size = Metrics.distribution(NAMESPACE, "batch_size")
         self.latency_ms = Metrics.distribution(NAMESPACE, "request_latency_ms")
         self.rate = Metrics.gauge(NAMESPACE, "rate_limit_rps")
@@ -53,17 +57,32 @@ class _ScoringMetrics:
 
     def record(self, result: BatchResult, runtime: ScoringRuntime) -> None:
         out = result.outcome
+        events = len(result.batch)
+        retries = max(0, out.attempts - 1)
+        throttled_ms = int(out.throttled_s * 1000)
+        scored_name = "events_scored" if out.ok else "score_dead_letters"
         self.batches.inc()
-        self.batch_size.update(len(result.batch))
-        self.retries.inc(max(0, out.attempts - 1))
-        self.throttled_ms.inc(int(out.throttled_s * 1000))
+        self.batch_size.update(events)
+        self.retries.inc(retries)
+        self.throttled_ms.inc(throttled_ms)
+        (self.events_scored if out.ok else self.dead_letters).inc(events)
+        TELEMETRY.inc("batches")
+        TELEMETRY.observe("batch_size", events)
+        TELEMETRY.inc("retries", retries)
+        TELEMETRY.inc("throttled_ms", throttled_ms)
+        TELEMETRY.inc(scored_name, events)
         for reason, latency in zip(out.reasons, out.latencies_s):
-            self.attempts[_reason_bucket(reason)].inc()
+            outcome = _reason_bucket(reason)
+            self.attempts[outcome].inc()
             self.latency_ms.update(int(latency * 1000))
-        (self.events_scored if out.ok else self.dead_letters).inc(len(result.batch))
-        self.rate.set(int(runtime.throttle.controller.rate))
-        self.in_flight.set(runtime.throttle.inflight.in_flight)
-        self.in_flight_limit.set(runtime.throttle.inflight.limit)
+            TELEMETRY.inc("requests", outcome=outcome)
+            TELEMETRY.observe("request_latency_ms", latency * 1000)
+        throttle = runtime.throttle
+        for gauge, name, value in ((self.rate, "rate_limit_rps", throttle.controller.rate),
+                                   (self.in_flight, "in_flight", throttle.inflight.in_flight),
+                                   (self.in_flight_limit, "in_flight_limit", throttle.inflight.limit)):
+            gauge.set(int(value))
+            TELEMETRY.set(name, value)
 
 
 def _reason_bucket(reason: str) -> str:

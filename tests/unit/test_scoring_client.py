@@ -1,0 +1,96 @@
+"""Header parsing and response classification of the scoring client (no network needed:
+a throwaway local HTTP server answers with scripted responses)."""
+from __future__ import annotations
+
+import json
+import threading
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator, List, Tuple
+
+import pytest
+
+from transforms.control.signals import AttemptKind
+from transforms.scoring_client import ScoringClient, parse_policy_rps, parse_retry_after
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    when = datetime.now(timezone.utc) + timedelta(seconds=30)
+    assert 25 <= parse_retry_after(format_datetime(when, usegmt=True)) <= 31
+
+
+def test_ratelimit_policy_gives_requests_per_second() -> None:
+    assert parse_policy_rps('"default";q=333;w=1') == 333.0
+    assert parse_policy_rps('"default";q=600;w=60') == 10.0
+    assert parse_policy_rps("garbage") is None
+
+
+Script = List[Tuple[int, dict, bytes]]
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[Tuple[str, Script, list]]:
+    script: Script = []
+    seen: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((dict(self.headers), body))
+            status, headers, payload = script.pop(0)
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", script, seen
+    server.shutdown()
+
+
+def ok_body(ids) -> bytes:
+    return json.dumps({"results": [{"txn_id": i, "score": 0.1, "decision": "approve"} for i in ids]}).encode()
+
+
+def test_classifies_responses(scripted_server) -> None:
+    url, script, seen = scripted_server
+    client = ScoringClient(url, token="s3cret")
+    script += [
+        (200, {"RateLimit-Policy": '"default";q=50;w=1'}, ok_body(["a", "b"])),
+        (429, {"Retry-After": "2"}, b'{"error":"rate limited"}'),
+        (503, {}, b""),
+        (400, {}, b'{"error":"bad"}'),
+        (200, {}, ok_body(["b", "a"])),
+        (302, {"Location": "http://elsewhere.example/"}, b""),
+    ]
+    ok = client.attempt(b"[]", ["a", "b"], "key-1")
+    assert ok.kind is AttemptKind.SUCCESS and ok.policy_rps == 50 and len(ok.value) == 2
+    throttled = client.attempt(b"[]", ["a"], "key-2")
+    assert throttled.kind is AttemptKind.RETRYABLE and throttled.congestion and throttled.retry_after_s == 2
+    assert client.attempt(b"[]", ["a"], "k").reason == "http_503"
+    assert client.attempt(b"[]", ["a"], "k").kind is AttemptKind.FATAL
+    mismatch = client.attempt(b"[]", ["a", "b"], "k")
+    assert mismatch.kind is AttemptKind.FATAL and mismatch.reason == "response_does_not_match_request"
+    redirect = client.attempt(b"[]", ["a"], "k")
+    assert redirect.kind is AttemptKind.FATAL and redirect.status == 302   # never followed
+    headers, _ = seen[0]
+    assert headers["Authorization"] == "Bearer s3cret" and headers["Idempotency-Key"] == "key-1"
+    assert len(seen) == 6
+
+
+def test_connection_refused_is_retryable_congestion() -> None:
+    client = ScoringClient("http://127.0.0.1:9", connect_timeout_s=1)
+    result = client.attempt(b"[]", ["a"], "k")
+    assert result.kind is AttemptKind.RETRYABLE and result.reason == "connection_error" and result.congestion
