@@ -36,21 +36,25 @@ LOG = logging.getLogger(__name__)
 
 
 class EnrichPayments(beam.PTransform):
-    """The whole data path as one composite, so tests and the benchmark reuse it."""
+    """The whole data path as one composite, so tests and the benchmark reuse it.
 
-    def __init__(self, conn: KafkaConnection, opts: EnrichPaymentsOptions, scoring: ScoringConfig,
-                 streaming: bool) -> None:
+    `score` is the scoring step (ParsedEvent -> outputs `scored` and
+    `dead_letters`); by default ours, `ScoreInBatches`. The benchmark swaps in
+    baseline clients here and keeps everything else identical.
+    """
+
+    def __init__(self, conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool,
+                 score: Optional[beam.PTransform] = None) -> None:
         super().__init__()
-        self._conn, self._opts, self._scoring, self._streaming = conn, opts, scoring, streaming
+        self._conn, self._opts, self._streaming = conn, opts, streaming
+        self._score = score or default_scoring(opts, streaming)
 
     def expand(self, pbegin):
         o = self._opts
         records = pbegin | "ReadKafka" >> ReadFromKafka(
             self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records)
         parsed = records | "ParseEvents" >> ParseEvents()
-        policy = BatchPolicy(o.batch_size, o.max_batch_bytes, o.max_batch_wait if self._streaming else None)
-        scored = parsed.events | "Score" >> ScoreInBatches(self._scoring, policy, o.num_shards,
-                                                          streaming=self._streaming)
+        scored = parsed.events | "Score" >> self._score
         out_topic, dlq_topic = o.output_topic, o.dlq_topic
         outbound = (
             (scored.scored | "ResultRecords" >> beam.Map(result_record, out_topic),
@@ -77,14 +81,21 @@ def scoring_config(opts: EnrichPaymentsOptions) -> ScoringConfig:
         token=load_token(opts.scoring_token_env, opts.scoring_token_file))
 
 
-def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
+def default_scoring(opts: EnrichPaymentsOptions, streaming: bool) -> ScoreInBatches:
+    policy = BatchPolicy(opts.batch_size, opts.max_batch_bytes, opts.max_batch_wait if streaming else None)
+    return ScoreInBatches(scoring_config(opts), policy, opts.num_shards, streaming=streaming)
+
+
+def build(pipeline: beam.Pipeline, options: PipelineOptions, score: Optional[beam.PTransform] = None) -> None:
     opts = options.view_as(EnrichPaymentsOptions)
-    pipeline | "EnrichPayments" >> EnrichPayments(kafka_connection(opts), opts, scoring_config(opts),
-                                                  is_streaming(options))
+    pipeline | "EnrichPayments" >> EnrichPayments(kafka_connection(opts), opts, is_streaming(options), score)
 
 
-def run(argv: Optional[List[str]] = None) -> RunSummary:
-    """Validates, checks the environment, runs the job and returns its summary."""
+def run(argv: Optional[List[str]] = None, score: Optional[beam.PTransform] = None) -> RunSummary:
+    """Validates, checks the environment, runs the job and returns its summary.
+
+    `score` replaces the scoring step (the benchmark's baselines use it).
+    """
     options = parse_options(argv)
     opts = options.view_as(EnrichPaymentsOptions)
     validate(opts)
@@ -93,7 +104,7 @@ def run(argv: Optional[List[str]] = None) -> RunSummary:
     check_scoring_url(opts.scoring_url)
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, options)
+    build(pipeline, options, score)
     result: PipelineResult = pipeline.run()
     result.wait_until_finish()
     summary = summarize(result, time.monotonic() - started)
