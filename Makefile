@@ -31,10 +31,59 @@ clean: ## Remove the virtualenv and caches (jars are kept in .cache)
 	rm -rf $(VENV) .pytest_cache
 
 # ---- Kafka (local broker assembled from Maven Central) ----------------------
+KAFKA_PORT ?= 9092
+KAFKA_WORKDIR ?= $(CACHE)/run/kafka
+
+.PHONY: kafka-jars kafka-up kafka-down kafka-status
+
+kafka-jars: venv ## Fetch the Kafka broker jars into .cache/kafka once (needs java >= 17 and mvn)
+	$(PY) -m testbed.kafka_broker fetch
+
+kafka-up: venv ## Start a local Kafka broker on 127.0.0.1:KAFKA_PORT (default 9092), data in .cache/run/kafka
+	$(PY) -m testbed.kafka_broker up --port $(KAFKA_PORT) --workdir $(KAFKA_WORKDIR)
+
+kafka-down: venv ## Stop the local Kafka broker (SIGTERM, SIGKILL after 20 s)
+	$(PY) -m testbed.kafka_broker down --workdir $(KAFKA_WORKDIR)
+
+kafka-status: venv ## Tell whether the local Kafka broker is running
+	@$(PY) -m testbed.kafka_broker status --workdir $(KAFKA_WORKDIR)
 
 # ---- Scoring service --------------------------------------------------------
+SCORING_PORT ?= 8080
+SCORING_ARGS ?=
+SCORING_RUN := $(CACHE)/run
+SCORING_PID := $(SCORING_RUN)/scoring.pid
+SCORING_LOG := $(SCORING_RUN)/scoring.log
+# True when the pid file names a live scoring service (not a recycled pid).
+scoring_alive = [ -f $(SCORING_PID) ] && ps -p "$$(cat $(SCORING_PID))" -o args= 2>/dev/null | grep -q testbed.scoring_service
+
+.PHONY: service-up service-down
+
+service-up: venv ## Start the scoring service in the background (SCORING_PORT, SCORING_ARGS="--rate 500 ...")
+	@mkdir -p $(SCORING_RUN)
+	@if $(scoring_alive); then echo "scoring service already running (pid $$(cat $(SCORING_PID)), log $(SCORING_LOG))"; exit 0; fi; \
+	nohup $(PY) -m testbed.scoring_service --port $(SCORING_PORT) $(SCORING_ARGS) > $(SCORING_LOG) 2>&1 & \
+	pid=$$!; echo $$pid > $(SCORING_PID); \
+	for _ in $$(seq 200); do \
+		if grep -m1 '^scoring service listening on ' $(SCORING_LOG); then exit 0; fi; \
+		if ! kill -0 $$pid 2>/dev/null; then cat $(SCORING_LOG) >&2; rm -f $(SCORING_PID); exit 1; fi; \
+		sleep 0.1; \
+	done; \
+	kill $$pid; rm -f $(SCORING_PID); echo "scoring service did not start within 20 s; see $(SCORING_LOG)" >&2; exit 1
+
+service-down: ## Stop the background scoring service (SIGTERM, SIGKILL after 10 s)
+	@if $(scoring_alive); then \
+		pid=$$(cat $(SCORING_PID)); kill $$pid; \
+		for _ in $$(seq 100); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+		if kill -0 $$pid 2>/dev/null; then kill -9 $$pid; fi; \
+		echo "scoring service stopped (pid $$pid)"; \
+	else echo "scoring service not running"; fi; \
+	rm -f $(SCORING_PID)
 
 # ---- Demo --------------------------------------------------------------------
+demo: venv kafka-jars ## Start Kafka + scoring service, produce the seed's workload, drain it, print the summary, stop
+	mkdir -p $(CACHE)/run
+	$(PY) -m testbed.demo
 
 # ---- Flink / Prism -----------------------------------------------------------
 
