@@ -1,0 +1,1 @@
+"""The local fraud-scoring service, split by concern; run it via ``python -m testbed.scoring_service``."""
