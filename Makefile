@@ -88,3 +88,15 @@ demo: venv kafka-jars ## Start Kafka + scoring service, produce the seed's workl
 # ---- Flink / Prism -----------------------------------------------------------
 
 # ---- Benchmark ---------------------------------------------------------------
+BENCH_ARGS ?=
+.PHONY: bench bench-quick
+
+$(VENV)/.bench-installed: setup.py $(VENV)/.installed
+	$(PIP) install -q -e ".[bench]"
+	@touch $@
+
+bench: venv kafka-jars $(VENV)/.bench-installed ## Full benchmark: ours vs naive / pool+Retry / RequestResponseIO (~30 min), results in bench-results/<timestamp>/
+	$(PY) -m testbed.bench $(BENCH_ARGS)
+
+bench-quick: venv kafka-jars $(VENV)/.bench-installed ## Short benchmark (< 5 min): same rates, shorter windows, fewer clients in S2/S3
+	$(PY) -m testbed.bench --quick $(BENCH_ARGS)

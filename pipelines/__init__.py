@@ -1,7 +1,10 @@
 """Runnable Beam jobs and their options."""
 import logging
+import warnings
 
 # Beam logs a warning on every import when google-cloud-* packages (here:
-# google-cloud-monitoring) are installed without google-cloud-storage. We do
-# not use GCS, so keep job output readable.
+# google-cloud-monitoring) are installed without google-cloud-storage, and the
+# Google client libraries warn about Python and grpcio support dates. Neither is
+# actionable for a user of this job; keep its output (and one-line errors) clean.
 logging.getLogger("apache_beam.io.filesystems").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")

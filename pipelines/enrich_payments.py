@@ -13,19 +13,23 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import apache_beam as beam
+from confluent_kafka import Consumer, TopicPartition
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import ConfigError, EnrichPaymentsOptions, is_streaming, parse_options, validate
 from pipelines.preflight import check_kafka, check_scoring_url, load_token
+from pipelines.progress import ProgressReporter
 from pipelines.summary import RunSummary, summarize
 from transforms.control.batching import BatchPolicy
-from transforms.kafka_config import SECURITY_KEYS, KafkaConnection, parse_properties
+from transforms.kafka_config import (SECURITY_KEYS, KafkaConnection, consumer_config, parse_properties,
+                                     with_retries)
 from transforms.kafka_read import ReadFromKafka
 from transforms.kafka_write import WriteToKafka
+from transforms.monitoring.config import MonitoringConfig
 from transforms.offset_commit import CommitOffsets
 from transforms.outputs import dead_letter_record, result_record
 from transforms.parse import ParseEvents
@@ -83,12 +87,63 @@ def scoring_config(opts: EnrichPaymentsOptions) -> ScoringConfig:
 
 def default_scoring(opts: EnrichPaymentsOptions, streaming: bool) -> ScoreInBatches:
     policy = BatchPolicy(opts.batch_size, opts.max_batch_bytes, opts.max_batch_wait if streaming else None)
-    return ScoreInBatches(scoring_config(opts), policy, opts.num_shards, streaming=streaming)
+    return ScoreInBatches(scoring_config(opts), policy, opts.num_shards, streaming=streaming,
+                          monitoring=monitoring_config(opts))
+
+
+def monitoring_config(opts: EnrichPaymentsOptions) -> Optional[MonitoringConfig]:
+    """None unless --gcp_project is set: Cloud Monitoring export is opt-in."""
+    if not opts.gcp_project:
+        return None
+    return MonitoringConfig(
+        project=opts.gcp_project, namespace=opts.monitoring_namespace, job=opts.monitoring_job or opts.group_id,
+        location=opts.monitoring_location, interval_s=opts.monitoring_interval,
+        min_interval_s=opts.monitoring_min_interval, endpoint=opts.monitoring_endpoint,
+        lag_topic=opts.input_topic, kafka=kafka_connection(opts))
 
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions, score: Optional[beam.PTransform] = None) -> None:
     opts = options.view_as(EnrichPaymentsOptions)
     pipeline | "EnrichPayments" >> EnrichPayments(kafka_connection(opts), opts, is_streaming(options), score)
+
+
+def backlog(conn: KafkaConnection, topic: str) -> int:
+    """Offsets between the group's committed position (else the log start) and the end, summed."""
+    consumer = Consumer(consumer_config(conn))
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        committed = with_retries(lambda: consumer.committed(
+            [TopicPartition(topic, p) for p in sorted(partitions)], timeout=30))
+        total = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=30)
+            total += high - (tp.offset if low <= tp.offset <= high else low)
+        return total
+    finally:
+        consumer.close()
+
+
+def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool) -> Iterator[Optional[int]]:
+    """`max_records` of each pipeline run: one run when streaming or --drain_chunk=0, else
+    runs of at most --drain_chunk offsets until the backlog seen at start is drained.
+
+    Batch runners (FnApiRunner, Flink batch) execute a drain stage by stage: every record of
+    a run is read into the runner's buffers before the first is scored, and offsets are
+    committed only when the run's writes are done. Chunking bounds both the memory of a
+    drain and what a crash can leave written-but-uncommitted (duplicated on re-run).
+    """
+    if streaming or not opts.drain_chunk:
+        yield opts.max_records
+        return
+    left = backlog(conn, opts.input_topic)
+    if opts.max_records is not None:
+        left = min(left, opts.max_records)
+    while True:
+        take = min(opts.drain_chunk, left)
+        yield take
+        left -= take
+        if left <= 0:
+            return
 
 
 def run(argv: Optional[List[str]] = None, score: Optional[beam.PTransform] = None) -> RunSummary:
@@ -103,11 +158,23 @@ def run(argv: Optional[List[str]] = None, score: Optional[beam.PTransform] = Non
     check_kafka(conn, [opts.input_topic, opts.output_topic, opts.dlq_topic])
     check_scoring_url(opts.scoring_url)
     started = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, options, score)
-    result: PipelineResult = pipeline.run()
-    result.wait_until_finish()
-    summary = summarize(result, time.monotonic() - started)
+    # Local runners run the DoFns in this process, so TELEMETRY here is the job's.
+    progress = ProgressReporter.start_for(opts, conn)
+    summary = RunSummary(wall_s=0.0)
+    try:
+        for chunk in drain_chunks(conn, opts, is_streaming(options)):
+            opts.max_records = chunk
+            pipeline = beam.Pipeline(options=options)
+            build(pipeline, options, score)
+            result: PipelineResult = pipeline.run()
+            result.wait_until_finish()
+            summary.add(summarize(result, 0.0))
+    finally:
+        progress.stop()
+        if opts.gcp_project:
+            from transforms.monitoring.exporter import stop_exporters  # the Google client loads only when used
+            stop_exporters()  # flushes the final values of in-process workers
+    summary.wall_s = time.monotonic() - started
     summary.print()
     if opts.summary_path:
         summary.write_json(opts.summary_path)

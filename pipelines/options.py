@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser  # noqa: the parser Beam itself uses
 
+from transforms.monitoring.config import MIN_INTERVAL_S
+
 # Runners whose job server contributes options Python cannot know in advance
 # (e.g. Flink's --checkpointing_interval); unknown flags pass through to them.
 PASS_THROUGH_RUNNERS = {"FlinkRunner", "PortableRunner"}
@@ -35,6 +37,9 @@ class EnrichPaymentsOptions(PipelineOptions):
                        help="Extra librdkafka client property, repeatable (e.g. security.protocol=SSL).")
         g.add_argument("--max_records", type=int, default=None,
                        help="Drain at most this many records in total (bounded mode only).")
+        g.add_argument("--drain_chunk", type=int, default=50_000,
+                       help="Bounded mode: drain in runs of at most this many records, each committed before "
+                            "the next starts; bounds memory and crash duplicates (0 = one run).")
         g.add_argument("--scoring_url", default="http://127.0.0.1:8080", help="Base URL of the scoring service.")
         g.add_argument("--scoring_token_env", default="SCORING_TOKEN",
                        help="Environment variable holding the scoring service's bearer token.")
@@ -49,20 +54,44 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--initial_rate", type=float, default=50.0, help="Starting request rate (req/s).")
         g.add_argument("--min_rate", type=float, default=1.0, help="Floor of the learned request rate (req/s).")
         g.add_argument("--max_rate", type=float, default=10_000.0, help="Ceiling of the learned rate (req/s).")
-        g.add_argument("--max_attempts", type=int, default=10, help="Attempts per batch before dead-lettering.")
+        g.add_argument("--max_attempts", type=int, default=30, help="Attempts per batch before dead-lettering.")
         g.add_argument("--batch_deadline", type=float, default=300.0,
                        help="Seconds a batch may spend retrying before dead-lettering.")
         g.add_argument("--retry_budget_ratio", type=float, default=0.1,
                        help="Retry tokens earned per first attempt (0.1 = retries <= ~10%%).")
         g.add_argument("--request_timeout", type=float, default=10.0, help="Per-request read timeout (s).")
         g.add_argument("--summary_path", default=None, help="Write the run summary as JSON here.")
-        for action in g._group_actions:
+        m = parser.add_argument_group("monitoring")
+        m.add_argument("--gcp_project", default=None,
+                       help="Export live metrics to Cloud Monitoring in this project (off when unset).")
+        m.add_argument("--monitoring_interval", type=float, default=30.0,
+                       help=f"Seconds between exports (>= {MIN_INTERVAL_S:g}: one point per series per 10 s).")
+        m.add_argument("--monitoring_namespace", default="payment-enrichment",
+                       help="`namespace` label of the generic_task resource.")
+        m.add_argument("--monitoring_job", default=None,
+                       help="`job` label of the generic_task resource (unset: the --group_id).")
+        m.add_argument("--monitoring_location", default="global",
+                       help="`location` label of the generic_task resource (e.g. the region).")
+        m.add_argument("--monitoring_endpoint", default=None, metavar="HOST:PORT",
+                       help="Insecure MetricService endpoint instead of the Google API (emulators, tests).")
+        m.add_argument("--monitoring_min_interval", type=float, default=MIN_INTERVAL_S,
+                       help="Tests/emulators only (needs --monitoring_endpoint): lowers the per-series spacing.")
+        m.add_argument("--progress_interval", type=float, default=5.0,
+                       help="Seconds between live progress lines of a local run (0 = quiet).")
+        for action in [*g._group_actions, *m._group_actions]:
             action.help = f"{action.help} (default: %(default)s)"
+
+
+class _OneLineParser(_BeamArgumentParser):
+    """A bad value (`--batch_size=abc`) is one ConfigError line, not usage text plus a line."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(" ".join(message.split()))
 
 
 def parse_options(argv: Optional[List[str]]) -> PipelineOptions:
     """Parses argv strictly: unknown flags are errors (except for portable runners)."""
-    parser = _BeamArgumentParser(allow_abbrev=False)
+    parser = _OneLineParser(allow_abbrev=False)
     for cls in PipelineOptions.__subclasses__():
         _add_all(cls, parser)
     known, unknown = parser.parse_known_args(argv or [])
@@ -97,17 +126,34 @@ def validate(opts: EnrichPaymentsOptions) -> None:
         raise ConfigError("rates must satisfy --min_rate <= --initial_rate <= --max_rate")
     if not 0 <= opts.retry_budget_ratio <= 1:
         raise ConfigError(f"--retry_budget_ratio must be in [0, 1] (got {opts.retry_budget_ratio})")
+    if opts.drain_chunk is None or opts.drain_chunk < 0:
+        raise ConfigError(f"--drain_chunk must be >= 0 (got {opts.drain_chunk})")
     if opts.max_records is not None and opts.max_records < 0:
         raise ConfigError(f"--max_records must be >= 0 (got {opts.max_records})")
     url = urlparse(opts.scoring_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ConfigError(f"--scoring_url must be an http(s) URL with a host (got {opts.scoring_url!r})")
     for item in opts.kafka_property:
-        if "=" not in item:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
             raise ConfigError(f"--kafka_property must be KEY=VALUE (got {item!r})")
     for name in ("input_topic", "output_topic", "dlq_topic", "group_id", "bootstrap_servers"):
         if not getattr(opts, name):
             raise ConfigError(f"--{name} must not be empty")
+    validate_monitoring(opts)
+
+
+def validate_monitoring(opts: EnrichPaymentsOptions) -> None:
+    if opts.progress_interval < 0:
+        raise ConfigError(f"--progress_interval must be >= 0 (got {opts.progress_interval})")
+    floor = opts.monitoring_min_interval
+    if floor <= 0 or (floor < MIN_INTERVAL_S and not opts.monitoring_endpoint):
+        raise ConfigError(f"--monitoring_min_interval below {MIN_INTERVAL_S:g} s needs --monitoring_endpoint "
+                          f"(Cloud Monitoring rejects faster writes; got {floor})")
+    if opts.monitoring_interval < floor:
+        raise ConfigError(f"--monitoring_interval must be >= {floor:g} s (got {opts.monitoring_interval})")
+    if opts.gcp_project == "":
+        raise ConfigError("--gcp_project must not be empty")
 
 
 def is_streaming(options: PipelineOptions) -> bool:

@@ -11,17 +11,22 @@ from typing import Iterable, Optional
 from urllib.parse import urlparse
 
 from confluent_kafka.admin import AdminClient
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from pipelines.options import ConfigError
-from transforms.kafka_config import KafkaConnection
+from transforms.kafka_config import KafkaConnection, consumer_config, producer_config
 
 TIMEOUT_S = 10.0
 
 
 def check_kafka(conn: KafkaConnection, topics: Iterable[str], timeout_s: float = TIMEOUT_S) -> None:
-    # log_level 0: librdkafka would otherwise print a line per failed connect.
-    admin = AdminClient({"bootstrap.servers": conn.bootstrap_servers, "log_level": 0, **conn.security})
+    try:  # librdkafka refuses unknown properties and bad values when a client is created
+        Consumer(consumer_config(conn)).close()
+        Producer(producer_config(conn)).flush(0)
+        # log_level 0: librdkafka would otherwise print a line per failed connect.
+        admin = AdminClient({"bootstrap.servers": conn.bootstrap_servers, "log_level": 0, **conn.security})
+    except KafkaException as e:
+        raise ConfigError(f"invalid Kafka client setting: {e.args[0].str() if e.args else e}") from None
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as e:

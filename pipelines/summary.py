@@ -26,6 +26,21 @@ class RunSummary:
     def attempts(self) -> int:
         return sum(self.counter(f"enrich/requests_{k}") for k in REQUEST_OUTCOMES)
 
+    def add(self, other: "RunSummary") -> None:
+        """Fold in the summary of a later run of the same job (a drain in chunks)."""
+        self.wall_s += other.wall_s
+        for name, value in other.counters.items():
+            self.counters[name] = self.counters.get(name, 0) + value
+        for name, d in other.distributions.items():
+            mine = self.distributions.get(name)
+            if mine is None:
+                self.distributions[name] = dict(d)
+                continue
+            mine.update(count=mine["count"] + d["count"], sum=mine["sum"] + d["sum"],
+                        min=min(mine["min"], d["min"]), max=max(mine["max"], d["max"]))
+            mine["mean"] = mine["sum"] / mine["count"]
+        self.gauges.update(other.gauges)
+
     def derived(self) -> Dict[str, float]:
         batches = self.counter("enrich/batches")
         attempts = self.attempts

@@ -21,6 +21,7 @@ from transforms.control.retry_budget import RetryBudget
 from transforms.control.throttle import AdaptiveThrottle, CallOutcome
 from transforms.events import ParsedEvent
 from transforms.scoring_client import ScoringClient
+from transforms.telemetry import TELEMETRY
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class ScoringConfig:
     initial_rate: float = 50.0
     min_rate: float = 1.0
     max_rate: float = 10_000.0
-    max_attempts: int = 10
+    max_attempts: int = 30
     deadline_s: float = 300.0
     retry_budget_ratio: float = 0.1
     retry_budget_min_per_s: float = 1.0
@@ -69,6 +70,12 @@ class ScoringRuntime:
         self.max_outstanding = 2 * config.max_in_flight
         self._slots = threading.BoundedSemaphore(self.max_outstanding)
         self._pool = ThreadPoolExecutor(self.max_outstanding, thread_name_prefix="scoring")
+        TELEMETRY.sampler("scoring", self._sample_gauges)
+
+    def _sample_gauges(self) -> None:
+        TELEMETRY.set("rate_limit_rps", self.throttle.controller.rate)
+        TELEMETRY.set("in_flight", self.throttle.inflight.in_flight)
+        TELEMETRY.set("in_flight_limit", self.throttle.inflight.limit)
 
     def submit(self, batch: List[ParsedEvent]) -> "Future[BatchResult]":
         self._slots.acquire()

@@ -27,6 +27,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.control.batching import BatchPolicy
 from transforms.events import ParsedEvent
+from transforms.monitoring.config import MonitoringConfig
 from transforms.outputs import DeadLetter, ScoredEvent
 from transforms.scoring_runtime import BatchResult, ScoringConfig, ScoringRuntime, shared_runtime
 from transforms.telemetry import TELEMETRY
@@ -78,11 +79,10 @@ class _ScoringMetrics:
             TELEMETRY.inc("requests", outcome=outcome)
             TELEMETRY.observe("request_latency_ms", latency * 1000)
         throttle = runtime.throttle
-        for gauge, name, value in ((self.rate, "rate_limit_rps", throttle.controller.rate),
-                                   (self.in_flight, "in_flight", throttle.inflight.in_flight),
-                                   (self.in_flight_limit, "in_flight_limit", throttle.inflight.limit)):
+        for gauge, value in ((self.rate, throttle.controller.rate),
+                             (self.in_flight, throttle.inflight.in_flight),
+                             (self.in_flight_limit, throttle.inflight.limit)):
             gauge.set(int(value))
-            TELEMETRY.set(name, value)
 
 
 def _reason_bucket(reason: str) -> str:
@@ -117,15 +117,21 @@ class ScoreBatchesFn(beam.DoFn):
     SIZE = ReadModifyWriteStateSpec("size", TupleCoder((VarIntCoder(), VarIntCoder())))
     END_OF_WINDOW = TimerSpec("end_of_window", TimeDomain.WATERMARK)
 
-    def __init__(self, config: ScoringConfig, policy: BatchPolicy) -> None:
+    def __init__(self, config: ScoringConfig, policy: BatchPolicy,
+                 monitoring: Optional[MonitoringConfig] = None) -> None:
         self._config = config
         self._policy = policy
+        self._monitoring = monitoring
         self._runtime: Optional[ScoringRuntime] = None
         self._pending: Deque["Future[BatchResult]"] = deque()
 
     def setup(self) -> None:
         self._runtime = shared_runtime(self._config)
         self._metrics = _ScoringMetrics()
+        if self._monitoring is not None:
+            # Imported here: the Google client libraries load only when export is on.
+            from transforms.monitoring.exporter import ensure_exporter
+            ensure_exporter(self._monitoring)  # once per worker process; exports while the job runs
 
     def start_bundle(self) -> None:
         self._pending = deque()
@@ -214,12 +220,14 @@ class ScoreBatchesStreamingFn(ScoreBatchesFn):
 class ScoreInBatches(beam.PTransform):
     """ParsedEvent -> ScoredEvent (main) and DeadLetter (tag `dead_letters`)."""
 
-    def __init__(self, config: ScoringConfig, policy: BatchPolicy, num_shards: int, streaming: bool = False) -> None:
+    def __init__(self, config: ScoringConfig, policy: BatchPolicy, num_shards: int, streaming: bool = False,
+                 monitoring: Optional[MonitoringConfig] = None) -> None:
         super().__init__()
         if num_shards < 1:
             raise ValueError("num_shards must be >= 1")
         self._config, self._policy, self._num_shards = config, policy, num_shards
         self._streaming = streaming
+        self._monitoring = monitoring
 
     def expand(self, events):
         n = self._num_shards
@@ -227,5 +235,5 @@ class ScoreInBatches(beam.PTransform):
         return (events
                 | "KeyByShard" >> beam.Map(lambda p: (shard_of(p.event.account_id, n), p))
                 .with_output_types(Tuple[int, ParsedEvent])
-                | "ScoreBatches" >> beam.ParDo(fn(self._config, self._policy))
+                | "ScoreBatches" >> beam.ParDo(fn(self._config, self._policy, self._monitoring))
                 .with_outputs(DEAD_LETTERS, main="scored"))

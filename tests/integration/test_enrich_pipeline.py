@@ -40,7 +40,7 @@ def test_drain_writes_every_event_once_and_commits_end_offsets(bootstrap_servers
     results = consume_all(bootstrap_servers, topics["out"], timeout=60)
     dead = consume_all(bootstrap_servers, topics["dlq"], timeout=60)
     out_ids = [json.loads(m.value)["txn_id"] for m in results]
-    assert sorted(out_ids) == sorted(produced.valid_txn_ids)          # every valid id exactly once
+    assert sorted(out_ids) == sorted(produced.txn_ids)          # every valid id exactly once
     assert len(dead) == produced.malformed == 200
     assert all(json.loads(m.value)["stage"] == "parse" and json.loads(m.value)["reason"] for m in dead)
     for m in results[:200]:
@@ -66,7 +66,7 @@ def test_rate_limited_service_sees_at_most_the_in_flight_cap(bootstrap_servers, 
     assert stats["peak_concurrency"] <= 8
     batches = summary.counter("enrich/batches")
     assert summary.attempts / batches <= 1.1
-    assert summary.counter("enrich/events_scored") == len(produced.valid_txn_ids)
+    assert summary.counter("enrich/events_scored") == len(produced.txn_ids)
     share_429 = summary.counter("enrich/requests_429") / summary.attempts
     print(f"429 share {share_429:.2%}, attempts/batch {summary.attempts / batches:.3f}")
 
@@ -83,7 +83,7 @@ def test_outage_mid_run_loses_nothing_and_dead_letters_nothing(bootstrap_servers
     summary = drain(bootstrap_servers, topics, service.url, "g-outage", "--batch_size=2")
     assert service.stats()["rejected"]["outage"] > 0                 # the outage really happened
     out_ids = {json.loads(m.value)["txn_id"] for m in consume_all(bootstrap_servers, topics["out"], timeout=60)}
-    assert out_ids == set(produced.valid_txn_ids)
+    assert out_ids == set(produced.txn_ids)
     assert consume_all(bootstrap_servers, topics["dlq"], timeout=10) == []
     assert summary.counter("enrich/score_dead_letters") == 0
 

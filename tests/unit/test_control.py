@@ -235,16 +235,25 @@ def test_policy_header_caps_the_rate() -> None:
     assert controller.rate == pytest.approx(120)
 
 
-def test_latency_guard_eases_the_rate_when_latency_inflates() -> None:
+def test_latency_guard_holds_growth_while_latency_is_inflated() -> None:
     clock = FakeClock()
-    controller = CubicRateController(initial_rate=100, max_rate=100, clock=clock)
+    controller = CubicRateController(initial_rate=50, clock=clock)
     sent = 0
-    for latency in [0.02] * 20 + [0.5] * 8:
-        clock.advance(0.25)
-        sent += 30
-        controller.record(OK, latency)
-        controller.tick(sent)
-    assert controller.rate < 100
+
+    def run(latency: float, ticks: int) -> None:
+        nonlocal sent
+        for _ in range(ticks):
+            clock.advance(0.25)
+            sent += int(controller.rate * 0.25) + 1
+            controller.record(OK, latency)
+            controller.tick(sent)
+
+    run(0.02, 8)
+    held = controller.rate
+    run(0.5, 2)                  # 25x the baseline: hold, do not probe upward
+    assert controller.rate == pytest.approx(held)
+    run(0.02, 4)
+    assert controller.rate > held  # growth resumes once latency is back
 
 
 # --- the throttle's retry loop ----------------------------------------------------------
@@ -288,3 +297,37 @@ def test_outage_attempts_stay_within_the_retry_budget() -> None:
     out = throttle.call(lambda: R503)
     assert not out.ok and out.error.startswith(("retry budget exhausted", "deadline exceeded"))
     assert out.attempts <= 1 + 10 + 60 * 1.0 + 1
+
+
+def test_latency_noise_never_ratchets_the_rate_down() -> None:
+    """Jittery latency (a loaded machine) with no congestion must not lower the rate."""
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=100, max_rate=100, clock=clock)
+    rng = random.Random(11)
+    sent = 0
+    for _ in range(400):                        # 100 s
+        clock.advance(0.25)
+        sent += 25
+        controller.record(OK, rng.choice([0.005, 0.01, 0.2, 0.5]))
+        controller.tick(sent)
+    assert controller.rate == pytest.approx(100)
+
+
+def test_outage_recovers_by_slow_start_to_the_previous_rate() -> None:
+    clock = FakeClock()
+    service = SimulatedService(clock, rate=333)
+    throttle = make_throttle(clock)
+    run_sim(clock, throttle, service, 30)
+    before = throttle.controller.rate
+    # 30 s outage: every attempt is refused, the rate falls to the floor
+    end = clock.now() + 30
+    while clock.now() < end:
+        throttle.pacer.acquire()
+        clock.advance(0.001)
+        throttle.controller.record(R503, 0.001)
+        throttle._tick()
+    assert throttle.controller.rate <= 2
+    accepted, _ = run_sim(clock, throttle, service, 10)
+    assert throttle.controller.rate >= 0.75 * before      # back near the pre-outage rate ...
+    accepted, _ = run_sim(clock, throttle, service, 10)
+    assert accepted / 10 >= 0.9 * 333                     # ... and at capacity within 20 s

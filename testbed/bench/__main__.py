@@ -1,0 +1,5 @@
+import sys
+
+from testbed.bench.orchestrate import main
+
+sys.exit(main())

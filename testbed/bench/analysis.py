@@ -1,0 +1,184 @@
+"""Per-run figures and targets from the raw results (what the report and plots share)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from testbed.bench import metrics as m
+
+# Targets for ours (README, "Benchmark").
+S1_GOODPUT_SHARE = 0.95
+S1_MAX_429_SHARE = 0.02
+S1_MAX_AMPLIFICATION = 1.05
+S1_MAX_P99_FACTOR = 2.0
+MEMORY_MAX_GROWTH = 1.10
+S3_SETTLE_429_S = 10.0
+S3_RESTORE_S = 30.0
+S3_RESTORE_SHARE = 0.90
+S3_OVERLOAD_SHARE = 0.95
+S3_MAX_OUTAGE_AMPLIFICATION = 1.10
+EXCESS_429_SHARE = 0.02       # 429s above this share of attempts (3 s rolling) count as "excess"
+
+
+@dataclass
+class RunFigures:
+    key: str
+    client: str
+    variant: str
+    batch_size: int
+    error: Optional[str]
+    steady: Optional[m.Window]
+    figures: Dict[str, Optional[float]] = field(default_factory=dict)
+
+
+def _run_meta(record: Dict[str, Any]) -> Tuple[str, str, str, int]:
+    run = record["run"]
+    key = "-".join(x for x in (run["scenario"], run["variant"], run["client"]) if x)
+    return key, run["client"], run["variant"], run["batch_size"]
+
+
+def _rolling_share(samples: List[Dict[str, Any]], width: float = 3.0) -> m.Series:
+    r429 = dict(m.rolling(m.r429_series(samples), width))
+    attempts = dict(m.rolling(m.attempts_series(samples), width))
+    return [(t, (r429[t] / attempts[t]) if attempts.get(t) else 0.0) for t in sorted(r429)]
+
+
+def fault_figures(samples: List[Dict[str, Any]], faults: List[Dict[str, Any]], batch_size: int,
+                  end_s: float) -> Dict[str, Optional[float]]:
+    out: Dict[str, Optional[float]] = {}
+    good = m.rolling(m.goodput_series(samples), 3.0)
+    cap = m.capacity_series(samples, batch_size)
+    share = _rolling_share(samples)
+    for i, f in enumerate(faults):
+        start, stop = f["at_s"], f["at_s"] + f["duration_s"]
+        nxt = faults[i + 1]["at_s"] if i + 1 < len(faults) else end_s
+        tag = f["kind"]
+        full_cap = m.value_at(cap, start - 1) or 0.0
+
+        def at_least(share_of: float, capacity: float):
+            return lambda t, v: v >= share_of * capacity
+        if f["kind"] == "capacity":
+            low_cap = full_cap * (f.get("factor") or 1.0)
+            out[f"{tag}: excess 429s stop after drop (s)"] = m.time_until(
+                share, start, stop, lambda t, v: v <= EXCESS_429_SHARE, hold_s=stop - start)
+            out[f"{tag}: >=90% of reduced capacity after drop (s)"] = m.time_until(
+                good, start, stop, at_least(0.9, low_cap))
+        try:
+            during = m.window(samples, start + 1, stop)
+            out[f"{tag}: goodput during fault / capacity"] = (during.goodput_eps or 0.0) / (during.capacity_eps or 1)
+        except ValueError:
+            pass
+        out[f"{tag}: >=90% of capacity after restore (s)"] = m.time_until(good, stop, nxt, at_least(0.9, full_cap))
+        out[f"{tag}: >=95% of capacity after restore (s)"] = m.time_until(good, stop, nxt, at_least(0.95, full_cap))
+        try:
+            through = m.window(samples, start, nxt, batch_size)
+            out[f"{tag}: amplification fault start..next phase"] = through.amplification
+            out[f"{tag}: 429 share fault start..next phase"] = through.share_429
+        except ValueError:
+            pass
+    return out
+
+
+def run_figures(record: Dict[str, Any]) -> RunFigures:
+    key, client, variant, batch = _run_meta(record)
+    samples = record.get("samples") or []
+    run = record["run"]
+    rf = RunFigures(key, client, variant, batch, record.get("error"), None)
+    if len(m.valid(samples)) < 3:
+        rf.error = rf.error or "too few samples"
+        return rf
+    end = samples[-1]["t"]
+    try:
+        rf.steady = m.window(samples, run["warmup_s"], end, batch)
+    except ValueError as exc:
+        rf.error = rf.error or str(exc)
+        return rf
+    s = rf.steady
+    unread = [(t, v) for t, v in m.unread_series(samples) if t >= run["warmup_s"]]
+    lag = m.lag_series(samples)
+    ages = m.age_series(samples)
+    client_last = (samples[-1].get("client") or {})
+    rf.figures = {
+        "goodput (events/s)": s.goodput_eps,
+        "goodput / capacity": (s.goodput_eps / s.capacity_eps) if s.goodput_eps is not None and s.capacity_eps
+        else None,
+        "attempts/s": s.attempts_rps,
+        "429s/s": s.r429_rps,
+        "429 share of attempts": s.share_429,
+        "retry amplification": s.amplification,
+        "p50 request latency (ms)": s.latency_p50_ms,
+        "p99 request latency (ms)": s.latency_p99_ms,
+        "service p99 latency (ms)": (samples[-1].get("service") or {}).get("latency_p99_ms"),
+        "peak RSS (MB)": max((v for _, v in m.rss_series_mb(samples)), default=None),
+        "mean in-flight": s.mean_in_flight,
+        "unread backlog growth (events/s)": ((unread[-1][1] - unread[0][1]) / (unread[-1][0] - unread[0][0])
+                                             if len(unread) >= 2 and unread[-1][0] > unread[0][0] else None),
+        "Kafka lag at end (events)": lag[-1][1] if lag else None,
+        "oldest uncommitted age at end (s)": ages[-1][1] if ages else None,
+        "failed drains (pipeline restarts)": float(client_last.get("drains_failed") or 0),
+        "startup to first request (s)": record.get("startup_s"),
+    }
+    if run.get("faults"):
+        rf.figures.update(fault_figures(samples, run["faults"], batch, end))
+    return rf
+
+
+def targets(scenario: Dict[str, Any], figs: List[RunFigures], calibration: Dict[str, Any]) -> List[Tuple[str, str, str, Optional[bool]]]:
+    """(target, measured for ours, scope, met?) rows."""
+    rows: List[Tuple[str, str, str, Optional[bool]]] = []
+    ours = [f for f in figs if f.client == "ours" and f.steady is not None]
+
+    def fmt(v: Optional[float], spec: str = ".3f") -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    def check(name: str, value: Optional[float], ok, shown: str, scope: str) -> None:
+        rows.append((name, shown if value is not None else "n/a", scope, None if value is None else bool(ok(value))))
+
+    name = scenario["name"]
+    for f in ours:
+        fg = f.figures
+        scope = f.key
+        if name == "S1":
+            check("steady goodput >= 95 % of capacity", fg["goodput / capacity"], lambda v: v >= S1_GOODPUT_SHARE,
+                  f"{fmt(fg['goodput / capacity'], '.1%')} ({fmt(fg['goodput (events/s)'], '.0f')} ev/s)", scope)
+            check("429s <= 2 % of attempts", fg["429 share of attempts"], lambda v: v <= S1_MAX_429_SHARE,
+                  fmt(fg["429 share of attempts"], ".2%"), scope)
+            check("retry amplification <= 1.05", fg["retry amplification"], lambda v: v <= S1_MAX_AMPLIFICATION,
+                  fmt(fg["retry amplification"]), scope)
+            ref = calibration.get("client_p99_ms")
+            p99 = fg["p99 request latency (ms)"]
+            check("p99 <= 2x no-load p99", p99 if ref else None, lambda v: v <= S1_MAX_P99_FACTOR * ref,
+                  f"{fmt(p99, '.1f')} ms vs no-load {fmt(ref, '.1f')} ms ({fmt(p99 / ref if p99 and ref else None, '.2f')}x)",
+                  scope)
+        if name == "S3":
+            for label, key, ok in (
+                    ("excess 429s stop <= 10 s after the capacity drop", "capacity: excess 429s stop after drop (s)",
+                     lambda v: v <= S3_SETTLE_429_S),
+                    (">= 90 % of capacity <= 30 s after restore (capacity)",
+                     "capacity: >=90% of capacity after restore (s)", lambda v: v <= S3_RESTORE_S),
+                    (">= 90 % of capacity <= 30 s after restore (outage)",
+                     "outage: >=90% of capacity after restore (s)", lambda v: v <= S3_RESTORE_S),
+                    (">= 90 % of capacity <= 30 s after restore (latency)",
+                     "latency: >=90% of capacity after restore (s)", lambda v: v <= S3_RESTORE_S),
+                    ("amplification <= 1.10 through the outage", "outage: amplification fault start..next phase",
+                     lambda v: v <= S3_MAX_OUTAGE_AMPLIFICATION)):
+                if key in fg:
+                    v = fg[key]
+                    rows.append((label, "never" if v is None else fmt(v, ".2f"), scope,
+                                 False if v is None else bool(ok(v))))
+        if name == "S3o":
+            run_faults = scenario["runs"][0]["run"]["faults"]
+            limit = 2 * run_faults[0]["duration_s"]
+            v = fg.get("capacity: >=95% of capacity after restore (s)")
+            rows.append((f">= 95 % of capacity <= 2x fault duration ({limit:g} s) after the trigger ends",
+                         "never" if v is None else f"{v:.1f} s", scope, v is not None and v <= limit))
+            v = fg.get("capacity: excess 429s stop after drop (s)")
+            rows.append(("excess 429s stop <= 10 s after the capacity drop", "never" if v is None else f"{v:.1f} s",
+                         scope, v is not None and v <= S3_SETTLE_429_S))
+    if name == "M" and len(ours) >= 2:
+        small, big = sorted(ours, key=lambda f: int(f.variant.replace("lag", "").replace("k", "")))[:: len(ours) - 1]
+        a, b = small.figures["peak RSS (MB)"], big.figures["peak RSS (MB)"]
+        if a and b:
+            rows.append((f"peak RSS with {big.variant[3:]} lag <= +10 % of {small.variant[3:]}",
+                         f"{b:.0f} MB vs {a:.0f} MB ({b / a - 1:+.1%})", "ours", b <= MEMORY_MAX_GROWTH * a))
+    return rows

@@ -1,0 +1,171 @@
+"""The Beam Flink job-server jar, built locally because no mirror serves Beam's own.
+
+deploy/local/flink/pom.xml shades `beam-runners-flink-<minor>` and its runtime
+dependencies into the same kind of jar Beam releases as
+`beam-runners-flink-<minor>-job-server-<beam>.jar`. The jar is cached in
+.cache/flink/ (Maven's work dir under .cache/flink/build), so only the first
+build needs the network. Beam's Python FlinkRunner takes it through
+`--flink_job_server_jar`; `JobServer` runs one for a whole test session.
+
+    python -m testbed.flink_jobserver build [--force]     # prints the jar path
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from types import TracebackType
+from typing import Sequence
+
+BEAM_VERSION = version("apache-beam")  # the jar must match the installed SDK exactly
+FLINK_MINOR = "1.19"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POM = REPO_ROOT / "deploy" / "local" / "flink" / "pom.xml"
+CACHE_DIR = REPO_ROOT / ".cache" / "flink"
+JAR = CACHE_DIR / f"beam-runners-flink-{FLINK_MINOR}-job-server-{BEAM_VERSION}.jar"
+READY_TIMEOUT_S = 120.0
+
+
+class JobServerError(RuntimeError):
+    """The jar could not be built or the job server did not start; the message says why."""
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise JobServerError(f"{tool} not found: {hint}")
+    return path
+
+
+def build(force: bool = False, jar: Path = JAR) -> Path:
+    """Return the job-server jar, building it with Maven unless it is already there.
+
+    The shaded jar is written next to its final name and renamed at the end, so an
+    interrupted build never leaves a jar that a later call would accept; a file lock
+    serialises concurrent callers (Makefile and pytest fixtures).
+    """
+    if jar.is_file() and not force:
+        return jar
+    _require("java", "install a JDK >= 11 (e.g. apt-get install openjdk-17-jdk-headless)")
+    mvn = _require("mvn", "install Maven (e.g. apt-get install maven)")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    with open(jar.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if jar.is_file() and not force:
+            return jar
+        partial = jar.with_name(jar.name + ".partial")
+        log = jar.parent / "build.log"
+        cmd = [
+            mvn, "-B", "-q", "--no-transfer-progress", "-Dstyle.color=never",
+            "-f", str(POM), "package",
+            f"-Dbeam.version={BEAM_VERSION}", f"-Dflink.minor={FLINK_MINOR}",
+            f"-Dbuild.dir={jar.parent / 'build'}", f"-Djar.output={partial}",
+        ]
+        with open(log, "w") as out:
+            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        if rc != 0 or not partial.is_file():
+            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+            raise JobServerError(f"mvn exited {rc} building {jar.name} (full log: {log}):\n" + "\n".join(tail))
+        os.replace(partial, jar)
+    return jar
+
+
+def runner_args(jar: Path, flink_master: str = "[local]") -> list[str]:
+    """Pipeline flags that make Beam's FlinkRunner start this jar itself (one JVM per run)."""
+    return [
+        "--runner=FlinkRunner",
+        f"--flink_job_server_jar={jar}",
+        f"--flink_master={flink_master}",
+        f"--flink_version={FLINK_MINOR}",
+        "--environment_type=LOOPBACK",
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class JobServer:
+    """One long-lived job server, so many pipelines share one JVM start (≈5 s each otherwise).
+
+    Pipelines reach it with `--runner=FlinkRunner --job_endpoint=<endpoint>`.
+    """
+
+    def __init__(self, jar: Path, flink_master: str = "[local]", log_path: Path | None = None,
+                 jvm_args: Sequence[str] = ()) -> None:
+        self.jar, self.flink_master, self.jvm_args = jar, flink_master, list(jvm_args)
+        self.log_path = log_path or CACHE_DIR / "job-server.log"
+        self.port = _free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"localhost:{self.port}"
+
+    def runner_args(self) -> list[str]:
+        """Pipeline flags for a run on this server."""
+        return ["--runner=FlinkRunner", f"--job_endpoint={self.endpoint}", "--environment_type=LOOPBACK"]
+
+    def start(self) -> JobServer:
+        java = _require("java", "install a JDK >= 11 (e.g. apt-get install openjdk-17-jdk-headless)")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                [java, *self.jvm_args, "-jar", str(self.jar), f"--flink-master={self.flink_master}",
+                 f"--job-port={self.port}", "--artifact-port=0", "--expansion-port=0"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise JobServerError(f"job server exited {self._proc.returncode} (log: {self.log_path})")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise JobServerError(f"job server not listening on {self.endpoint} after {READY_TIMEOUT_S:.0f} s (log: {self.log_path})")
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def __enter__(self) -> JobServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.flink_jobserver", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build_cmd = sub.add_parser("build", help="build the job-server jar unless cached; print its path")
+    build_cmd.add_argument("--force", action="store_true", help="rebuild even if the jar exists")
+    args = parser.parse_args(argv)
+    try:
+        print(build(force=args.force))
+    except JobServerError as err:
+        print(f"flink_jobserver: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""confluent-kafka client configurations for the pure-Python Kafka transforms.
+
+One `KafkaConnection` describes how to reach the cluster (servers, group,
+security, extra properties); `consumer_config` / `producer_config` turn it
+into librdkafka dictionaries with the memory caps this pipeline relies on:
+the backlog must stay in Kafka, not in librdkafka's pre-fetch queue
+(default 64 MiB per partition) or in an unbounded producer queue.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Mapping, Optional, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException
+
+T = TypeVar("T")
+
+#: Security settings passed through unchanged (librdkafka names).
+SECURITY_KEYS = frozenset({
+    "security.protocol",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.endpoint.identification.algorithm",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+})
+
+_SECRET_KEY = re.compile(r"password|secret|jaas|token|credential|\.pem$",
+                         re.IGNORECASE)
+_REDACTED = "***"
+
+# Group-coordinator errors a fresh broker returns while __consumer_offsets is
+# being created or loaded; librdkafka reports them to the caller.
+_COORDINATOR_CODES = frozenset({
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._WAIT_COORD,
+})
+
+
+@dataclass(frozen=True, repr=False)
+class KafkaConnection:
+    """Where and how to connect; picklable so it can travel inside DoFns.
+
+    `properties` are arbitrary librdkafka `key=value` settings applied last,
+    so they can override every default below (e.g. `fetch.max.bytes`).
+    """
+    bootstrap_servers: str
+    group_id: Optional[str] = None
+    security: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    # Consumer pre-fetch caps (per consumer; the reader has one per partition).
+    queued_max_messages_kbytes: int = 2048
+    queued_min_messages: int = 1000
+    fetch_max_bytes: int = 2 * 1024 * 1024
+    max_partition_fetch_bytes: int = 1024 * 1024
+    # Producer queue caps: a full queue raises BufferError = backpressure.
+    linger_ms: int = 5
+    queue_buffering_max_kbytes: int = 16 * 1024
+    queue_buffering_max_messages: int = 20_000
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.security) - SECURITY_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unsupported security setting(s) {unknown}; "
+                f"allowed: {sorted(SECURITY_KEYS)} (use `properties` for others)")
+
+    def __repr__(self) -> str:
+        return (f"KafkaConnection(bootstrap_servers={self.bootstrap_servers!r}, "
+                f"group_id={self.group_id!r}, "
+                f"security={redacted(self.security)!r}, "
+                f"properties={redacted(self.properties)!r})")
+
+    def require_group(self) -> str:
+        if not self.group_id:
+            raise ValueError("a consumer group id is required (KafkaConnection.group_id)")
+        return self.group_id
+
+
+def parse_properties(items: Iterable[str]) -> Dict[str, str]:
+    """Parse `key=value` strings (e.g. repeated CLI flags) into a dict."""
+    parsed: Dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def _common(conn: KafkaConnection) -> Dict[str, object]:
+    config: Dict[str, object] = {"bootstrap.servers": conn.bootstrap_servers}
+    config.update(conn.security)
+    return config
+
+
+def consumer_config(conn: KafkaConnection) -> Dict[str, object]:
+    """Consumer for assign()-based reads and offset commits (never subscribes).
+
+    Offsets are committed explicitly by `CommitOffsets` after the outputs are
+    acknowledged, so auto commit and auto offset store are off. A position
+    that fell out of retention resets to the earliest offset (the committed
+    range then covers the deleted offsets instead of skipping live data).
+    """
+    config = _common(conn)
+    config.update({
+        "group.id": conn.require_group(),
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "queued.max.messages.kbytes": conn.queued_max_messages_kbytes,
+        "queued.min.messages": conn.queued_min_messages,
+        "fetch.max.bytes": conn.fetch_max_bytes,
+        "max.partition.fetch.bytes": conn.max_partition_fetch_bytes,
+    })
+    config.update(conn.properties)
+    return config
+
+
+def producer_config(conn: KafkaConnection) -> Dict[str, object]:
+    """Idempotent producer with a bounded local queue."""
+    config = _common(conn)
+    config.update({
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": conn.linger_ms,
+        "queue.buffering.max.kbytes": conn.queue_buffering_max_kbytes,
+        "queue.buffering.max.messages": conn.queue_buffering_max_messages,
+    })
+    config.update(conn.properties)
+    return config
+
+
+def redacted(config: Mapping[str, object]) -> Dict[str, object]:
+    """A copy that is safe to log: secret-looking values are masked."""
+    return {k: (_REDACTED if _SECRET_KEY.search(k) else v) for k, v in config.items()}
+
+
+def with_retries(call: Callable[[], T], timeout_s: float = 60.0) -> T:
+    """Run a blocking client call, retrying retriable/coordinator errors until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            transient = err is not None and (err.retriable() or err.code() in _COORDINATOR_CODES)
+            if not transient or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)

@@ -1,0 +1,407 @@
+"""Pure-Python Kafka source: `Impulse` -> plan partitions -> splittable read.
+
+No Java expansion service, so it runs on FnApiRunner, Prism and Flink alike.
+The read is an SDF over each partition's offsets; it checkpoints itself every
+`max_records_per_call` records so bundles stay bounded (which is also what
+lets `CommitOffsets` commit during a long drain) and on an empty poll (so an
+idle partition yields instead of blocking the bundle).
+
+Each record carries `covers_from` = the reader's position before it, so the
+acknowledged ranges also cover offset gaps (compaction, transaction markers).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+from confluent_kafka import (
+    OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message,
+    TopicPartition)
+
+from transforms.kafka_config import KafkaConnection, consumer_config, with_retries
+from transforms.records import KafkaRecord, PartitionSpec, SourcePosition
+
+_LOG = logging.getLogger(__name__)
+
+#: Restriction stop of an unbounded partition read.
+UNBOUNDED_STOP = 2**63 - 1
+
+_METADATA_TIMEOUT_S = 30.0
+
+# Errors after which retrying the poll cannot help: fail the bundle loudly.
+_FATAL_CODES = frozenset({
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._SSL,
+})
+
+
+class KafkaReadError(RuntimeError):
+    """A non-retriable consumer error, or a topic that does not exist."""
+
+
+# Backlog estimate per (topic, partition) from the consumers' cached high
+# watermarks; `restriction_size` of an unbounded read uses it (no broker call).
+_HIGH_WATERMARKS: Dict[Tuple[str, int], int] = {}
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """Tuning of the partition reader (defaults suit tests and production)."""
+    max_records_per_call: int = 2000
+    max_call_seconds: float = 5.0
+    poll_batch: int = 500
+    poll_timeout_s: float = 0.5
+    resume_delay_s: float = 0.5
+    # The watermark trails the newest message timestamp (or now, when idle) by
+    # this much, so mildly out-of-order producer timestamps are not late.
+    watermark_slack_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_records_per_call < 1 or self.poll_batch < 1:
+            raise ValueError("max_records_per_call and poll_batch must be >= 1")
+
+
+def plan_stops(specs: Sequence[PartitionSpec], max_records: Optional[int]) -> List[PartitionSpec]:
+    """Cap a bounded plan at `max_records` offsets in total.
+
+    Partitions are filled in partition order (deterministic, and each
+    partition's read stays a contiguous prefix, which is what gets committed).
+    The cap counts offsets, so on compacted/transactional topics fewer
+    records than `max_records` may be read.
+    """
+    if max_records is None:
+        return list(specs)
+    left = max_records
+    capped = []
+    for spec in sorted(specs, key=lambda s: s.partition):
+        take = min(spec.stop - spec.start, left)
+        left -= take
+        capped.append(PartitionSpec(spec.topic, spec.partition, spec.start, spec.start + take))
+    return capped
+
+
+class _PlanPartitions(beam.DoFn):
+    """Runs on the worker at pipeline start: one `PartitionSpec` per partition.
+
+    Start = the group's committed offset, else (none, or out of the partition's
+    range) the earliest offset. That start is committed right away when the
+    group has none, so `CommitOffsets` always has a base to advance from and
+    never has to guess where the contiguous acknowledged prefix begins.
+    """
+
+    def __init__(self, conn: KafkaConnection, topic: str, bounded: bool,
+                 max_records: Optional[int]) -> None:
+        self._conn = conn
+        self._topic = topic
+        self._bounded = bounded
+        self._max_records = max_records
+
+    def process(self, _impulse: bytes) -> Iterator[PartitionSpec]:
+        consumer = Consumer(consumer_config(self._conn))
+        try:
+            specs, to_commit = self._plan(consumer)
+            if to_commit:
+                with_retries(lambda: consumer.commit(offsets=to_commit, asynchronous=False))
+        finally:
+            consumer.close()
+        specs = plan_stops(specs, self._max_records) if self._bounded else specs
+        _LOG.info("kafka read plan for %s (group %s): %s", self._topic, self._conn.group_id,
+                  ", ".join(f"p{s.partition}=[{s.start},{s.stop})" for s in specs))
+        for spec in specs:
+            if spec.stop > spec.start:
+                yield spec
+
+    def _plan(self, consumer: Consumer) -> Tuple[List[PartitionSpec], List[TopicPartition]]:
+        metadata = consumer.list_topics(self._topic, timeout=_METADATA_TIMEOUT_S)
+        topic_md = metadata.topics.get(self._topic)
+        if topic_md is None or topic_md.error is not None or not topic_md.partitions:
+            reason = topic_md.error.str() if topic_md is not None and topic_md.error else "no partitions"
+            raise KafkaReadError(
+                f"Kafka topic {self._topic!r} does not exist or is not readable on "
+                f"{self._conn.bootstrap_servers} ({reason})")
+        partitions = [TopicPartition(self._topic, p) for p in sorted(topic_md.partitions)]
+        committed = with_retries(
+            lambda: consumer.committed(partitions, timeout=_METADATA_TIMEOUT_S))
+        specs, to_commit = [], []
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(self._topic, tp.partition), timeout=_METADATA_TIMEOUT_S, cached=False)
+            start = tp.offset if low <= tp.offset <= high else low
+            if start != tp.offset:
+                if tp.offset != OFFSET_INVALID:
+                    _LOG.warning("%s/%d: committed offset %d outside [%d, %d]; restarting at %d",
+                                 self._topic, tp.partition, tp.offset, low, high, start)
+                to_commit.append(TopicPartition(self._topic, tp.partition, start))
+            stop = high if self._bounded else UNBOUNDED_STOP
+            specs.append(PartitionSpec(self._topic, tp.partition, start, stop))
+        return specs, to_commit
+
+
+class _PartitionRestrictions(RestrictionProvider):
+    """Offsets of one partition; never pre-split (a partition is read in order)."""
+
+    def initial_restriction(self, spec: PartitionSpec) -> OffsetRange:
+        return OffsetRange(spec.start, spec.stop)
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
+
+    def split(self, spec: PartitionSpec, restriction: OffsetRange) -> Iterator[OffsetRange]:
+        yield restriction
+
+    def restriction_size(self, spec: PartitionSpec, restriction: OffsetRange) -> int:
+        if restriction.stop != UNBOUNDED_STOP:
+            return restriction.size()
+        high = _HIGH_WATERMARKS.get((spec.topic, spec.partition), restriction.start)
+        return max(0, high - restriction.start)
+
+    def truncate(self, spec: PartitionSpec, restriction: OffsetRange) -> Optional[OffsetRange]:
+        # On a drain, an unbounded partition read stops at its next checkpoint.
+        return None if restriction.stop == UNBOUNDED_STOP else restriction
+
+
+@dataclass
+class _CachedConsumer:
+    consumer: Consumer
+    # Offset the consumer returns next, or None when it must be re-positioned.
+    position: Optional[int] = None
+
+
+@dataclass
+class _Call:
+    """State of one `process()` call over a restriction."""
+    spec: PartitionSpec
+    tracker: OffsetRestrictionTracker
+    estimator: ManualWatermarkEstimator
+    position: int  # covers_from of the next record
+    deadline: float
+    claimed: int = 0
+    bytes: int = 0  # of `records`, for the counter
+    done: bool = False
+    records: List[TimestampedValue] = field(default_factory=list)
+
+
+class _ReadPartitionFn(beam.DoFn):
+    """Bounded SDF: reads each partition's `[start, stop)` and finishes."""
+
+    def __init__(self, conn: KafkaConnection, settings: ReadSettings) -> None:
+        self._conn = conn
+        self._settings = settings
+        self._consumers: Dict[Tuple[str, int], _CachedConsumer] = {}
+        self._records = Metrics.counter("kafka_read", "records")
+        self._bytes = Metrics.counter("kafka_read", "bytes")
+        self._slack = Duration(settings.watermark_slack_s)
+
+    def setup(self) -> None:
+        self._consumers = {}
+
+    def teardown(self) -> None:
+        for cached in self._consumers.values():
+            cached.consumer.close()
+        self._consumers = {}
+
+    def process(
+        self,
+        spec: PartitionSpec,
+        watermark_estimator=beam.DoFn.WatermarkEstimatorParam(
+            ManualWatermarkEstimator.default_provider()),
+        tracker=beam.DoFn.RestrictionParam(_PartitionRestrictions()),
+    ) -> Iterator[TimestampedValue]:
+        restriction = tracker.current_restriction()
+        if restriction.start < restriction.stop:
+            yield from self._read(spec, tracker, watermark_estimator)
+
+    def _read(self, spec: PartitionSpec, tracker: OffsetRestrictionTracker,
+              estimator: ManualWatermarkEstimator) -> Iterator[TimestampedValue]:
+        start = tracker.current_restriction().start
+        cached = self._consumer_at(spec, start)
+        call = _Call(spec, tracker, estimator, start,
+                     time.monotonic() + self._settings.max_call_seconds)
+        cached.position = None  # unknown until this call returns cleanly
+        while not call.done:
+            if (call.claimed >= self._settings.max_records_per_call
+                    or time.monotonic() >= call.deadline):
+                tracker.defer_remainder()  # self-checkpoint: bounded bundles
+                break
+            messages = self._consume(cached.consumer, call)
+            if not messages:
+                self._idle(call)
+                break
+            consumed_all = self._handle_batch(call, messages)
+            if call.records:
+                newest = max(r.timestamp for r in call.records)
+                self._advance_watermark(call, newest - self._slack)
+                self._records.inc(len(call.records))
+                self._bytes.inc(call.bytes)
+                call.bytes = 0
+            yield from call.records
+            call.records.clear()
+            if not consumed_all:
+                return  # consumer is ahead of the restriction: re-position next time
+        cached.position = call.position
+        self._note_high_watermark(cached.consumer, spec)
+
+    def _consumer_at(self, spec: PartitionSpec, start: int) -> _CachedConsumer:
+        key = (spec.topic, spec.partition)
+        cached = self._consumers.get(key)
+        if cached is None:
+            cached = _CachedConsumer(Consumer(consumer_config(self._conn)))
+            self._consumers[key] = cached
+        if cached.position != start:
+            # assign() (re)sets the fetch position; it drops the pre-fetched queue.
+            cached.consumer.assign([TopicPartition(spec.topic, spec.partition, start)])
+        return cached
+
+    def _consume(self, consumer: Consumer, call: _Call) -> List[Message]:
+        """What is already fetched (up to the call's quota), else wait for one message.
+
+        consume(n, timeout) blocks until n messages or the timeout, so asking
+        for more than is available would stall every partition end.
+        """
+        want = min(self._settings.poll_batch,
+                   self._settings.max_records_per_call - call.claimed,
+                   call.tracker.current_restriction().stop - call.position)
+        try:
+            messages = consumer.consume(num_messages=max(1, want), timeout=0)
+            return messages or consumer.consume(
+                num_messages=1, timeout=self._settings.poll_timeout_s)
+        except KafkaException as exc:
+            raise KafkaReadError(
+                f"{call.spec.topic}/{call.spec.partition}: consume failed: {exc}") from exc
+
+    def _handle_batch(self, call: _Call, messages: List[Message]) -> bool:
+        """Claim and convert a polled batch; False if it stopped mid-batch."""
+        stop = call.tracker.current_restriction().stop
+        for i, msg in enumerate(messages):
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_end_of_partition(call, msg.offset())
+                    if call.done:
+                        return i == len(messages) - 1
+                    continue
+                self._check_error(call.spec, err)
+                continue
+            offset = msg.offset()
+            if not call.tracker.try_claim(offset):
+                call.done = True  # past the (possibly split) restriction stop
+                return False
+            call.records.append(self._to_record(call, msg))
+            call.position = offset + 1
+            call.claimed += 1
+            if call.position >= stop:
+                call.done = True
+                return i == len(messages) - 1
+        return True
+
+    def _at_end_of_partition(self, call: _Call, eof_offset: int) -> None:
+        stop = call.tracker.current_restriction().stop
+        if eof_offset >= stop:
+            # Offset gaps at the end (e.g. transaction markers): nothing left to read.
+            call.tracker.try_claim(stop)
+            call.done = True
+        elif stop == UNBOUNDED_STOP:
+            self._idle(call)
+
+    def _idle(self, call: _Call) -> None:
+        """Caught up or nothing polled: advance the watermark and yield the worker."""
+        if call.done:
+            return
+        self._advance_watermark(call, Timestamp.now() - self._slack)
+        call.tracker.defer_remainder(Duration(self._settings.resume_delay_s))
+        call.done = True
+
+    @staticmethod
+    def _advance_watermark(call: _Call, candidate: Timestamp) -> None:
+        current = call.estimator.current_watermark()
+        if current is None or candidate > current:
+            call.estimator.set_watermark(candidate)
+
+    def _to_record(self, call: _Call, msg: Message) -> TimestampedValue:
+        ts_type, ts_ms = msg.timestamp()
+        if ts_type == TIMESTAMP_NOT_AVAILABLE:
+            ts_ms = int(time.time() * 1000)
+        key, value = msg.key(), msg.value()
+        call.bytes += len(value or b"") + len(key or b"")
+        record = KafkaRecord(
+            SourcePosition(call.spec.topic, call.spec.partition, msg.offset(), call.position),
+            key, value, ts_ms)
+        return TimestampedValue(record, Timestamp(micros=ts_ms * 1000))
+
+    @staticmethod
+    def _check_error(spec: PartitionSpec, err: KafkaError) -> None:
+        if err.fatal() or err.code() in _FATAL_CODES:
+            raise KafkaReadError(
+                f"{spec.topic}/{spec.partition}: fatal consumer error {err.name()}: {err.str()}")
+        _LOG.warning("%s/%d: consumer error %s (%s); retrying", spec.topic, spec.partition,
+                     err.name(), "retriable" if err.retriable() else "librdkafka recovers")
+
+    @staticmethod
+    def _note_high_watermark(consumer: Consumer, spec: PartitionSpec) -> None:
+        _, high = consumer.get_watermark_offsets(
+            TopicPartition(spec.topic, spec.partition), cached=True)
+        if high >= 0:
+            _HIGH_WATERMARKS[(spec.topic, spec.partition)] = high
+
+
+class _ReadUnboundedPartitionFn(_ReadPartitionFn):
+    """Unbounded SDF: same loop, restriction stop = 2**63-1."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        spec: PartitionSpec,
+        watermark_estimator=beam.DoFn.WatermarkEstimatorParam(
+            ManualWatermarkEstimator.default_provider()),
+        tracker=beam.DoFn.RestrictionParam(_PartitionRestrictions()),
+    ) -> Iterator[TimestampedValue]:
+        yield from super().process(spec, watermark_estimator, tracker)
+
+
+class ReadFromKafka(beam.PTransform):
+    """Read one topic with a consumer group's committed offsets as the start.
+
+    bounded=True is a drain: every partition stops at the high watermark seen
+    at planning time (capped in total by `max_records`), then the pipeline
+    finishes. bounded=False reads forever (streaming; Flink). Nothing touches
+    Kafka at construction time, so building the pipeline needs no broker.
+    Output: `KafkaRecord`s timestamped with the Kafka message timestamp.
+    """
+
+    def __init__(self, connection: KafkaConnection, topic: str, *, bounded: bool = False,
+                 max_records: Optional[int] = None,
+                 settings: ReadSettings = ReadSettings()) -> None:
+        super().__init__()
+        connection.require_group()
+        if max_records is not None and (not bounded or max_records < 0):
+            raise ValueError("max_records needs bounded=True and must be >= 0")
+        self._conn = connection
+        self._topic = topic
+        self._bounded = bounded
+        self._max_records = max_records
+        self._settings = settings
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        read_fn = (_ReadPartitionFn if self._bounded else _ReadUnboundedPartitionFn)(
+            self._conn, self._settings)
+        return (
+            pbegin
+            | "Impulse" >> beam.Impulse()
+            | "PlanPartitions" >> beam.ParDo(
+                _PlanPartitions(self._conn, self._topic, self._bounded, self._max_records))
+            | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord))

@@ -1,0 +1,151 @@
+"""Pure-Python Kafka sink that reports which source offsets are safe to commit.
+
+Results and dead letters go through the same writer (each `OutboundRecord`
+names its topic). Output: `OffsetAck`s for the *source* partitions, built only
+from records the broker acknowledged (acks=all, idempotent producer), so
+`CommitOffsets` can never commit past an output that was not written.
+Assumes one `OutboundRecord` per input record (its `source.covered` range is
+acknowledged as soon as that one record is delivered).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from transforms.kafka_config import KafkaConnection, producer_config
+from transforms.offset_ranges import OffsetRangeSet
+from transforms.records import OffsetAck, OutboundRecord, SourcePosition
+from transforms.telemetry import TELEMETRY
+
+_LOG = logging.getLogger(__name__)
+
+_BACKPRESSURE_POLL_S = 0.05
+
+
+class KafkaWriteError(RuntimeError):
+    """Records were not delivered; the bundle fails and the runner retries it."""
+
+
+class _WriteFn(beam.DoFn):
+    """Produces records; emits acks for delivered ones, coalesced per source partition."""
+
+    def __init__(self, conn: KafkaConnection, flush_timeout_s: float) -> None:
+        self._conn = conn
+        self._flush_timeout_s = flush_timeout_s
+        self._producer: Optional[Producer] = None
+        # Bumped per bundle: callbacks of an abandoned bundle are ignored.
+        self._generation = 0
+        self._delivered: Dict[Tuple[str, int], OffsetRangeSet] = {}
+        self._failures: List[str] = []
+        self._last_timestamp = MIN_TIMESTAMP
+        # Delivered since the last ack emission (counters are bumped in batches).
+        self._delivered_records = 0
+        self._delivered_bytes = 0
+        self._records = Metrics.counter("kafka_write", "records")
+        self._bytes = Metrics.counter("kafka_write", "bytes")
+        self._errors = Metrics.counter("kafka_write", "delivery_errors")
+
+    def start_bundle(self) -> None:
+        if self._producer is None:
+            self._producer = Producer(producer_config(self._conn))
+        self._generation += 1
+        self._delivered = {}
+        self._failures = []
+        self._last_timestamp = MIN_TIMESTAMP
+        self._delivered_records = self._delivered_bytes = 0
+
+    def process(self, record: OutboundRecord,
+                timestamp: Timestamp = beam.DoFn.TimestampParam) -> Iterator[OffsetAck]:
+        assert self._producer is not None
+        self._last_timestamp = timestamp
+        on_delivery = functools.partial(self._on_delivery, self._generation, record.source)
+        while True:
+            try:
+                self._producer.produce(record.topic, value=record.value, key=record.key,
+                                       on_delivery=on_delivery)
+                break
+            except BufferError:
+                # Local queue full: wait for deliveries (backpressure, not loss).
+                self._producer.poll(_BACKPRESSURE_POLL_S)
+            except KafkaException as exc:  # e.g. a record over message.max.bytes
+                raise KafkaWriteError(f"produce to {record.topic} failed: {exc}") from exc
+        self._producer.poll(0)
+        self._raise_on_failures()
+        yield from self._take_acks()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        assert self._producer is not None
+        undelivered = self._producer.flush(self._flush_timeout_s)
+        if undelivered:
+            self._failures.append(f"{undelivered} record(s) still queued after "
+                                  f"{self._flush_timeout_s:g} s flush")
+        self._raise_on_failures()
+        for ack in self._take_acks():
+            yield WindowedValue(ack, self._last_timestamp, [GlobalWindow()])
+
+    def teardown(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self._flush_timeout_s)
+            self._producer = None
+
+    def _on_delivery(self, generation: int, source: SourcePosition,
+                     err: Optional[KafkaError], msg: Message) -> None:
+        if generation != self._generation:
+            return
+        if err is not None:
+            self._errors.inc()
+            self._failures.append(f"{msg.topic()}: {err.name()}: {err.str()}")
+            return
+        self._delivered_records += 1
+        self._delivered_bytes += len(msg.value() or b"") + len(msg.key() or b"")
+        key = (source.topic, source.partition)
+        self._delivered.setdefault(key, OffsetRangeSet()).add(*source.covered)
+
+    def _take_acks(self) -> Iterator[OffsetAck]:
+        if self._delivered_records:
+            self._records.inc(self._delivered_records)
+            TELEMETRY.inc("records_written", self._delivered_records)
+            self._bytes.inc(self._delivered_bytes)
+            self._delivered_records = self._delivered_bytes = 0
+        delivered, self._delivered = self._delivered, {}
+        for (topic, partition), ranges in delivered.items():
+            yield OffsetAck(topic, partition, ranges.ranges)
+
+    def _raise_on_failures(self) -> None:
+        if not self._failures:
+            return
+        failures, self._failures = self._failures, []
+        # Drop the producer: an idempotent producer may be in a fatal state,
+        # and queued records of the failed bundle must not be acked later.
+        assert self._producer is not None
+        self._generation += 1
+        self._producer.purge()
+        self._producer.flush(0)
+        self._producer = None
+        raise KafkaWriteError(
+            f"{len(failures)} Kafka delivery failure(s); first: {failures[0]}")
+
+
+class WriteToKafka(beam.PTransform):
+    """Write `OutboundRecord`s; output `OffsetAck`s of their delivered sources.
+
+    Acks emitted by `finish_bundle` are in the global window; `CommitOffsets`
+    re-windows all acks into the global window anyway.
+    """
+
+    def __init__(self, connection: KafkaConnection, *, flush_timeout_s: float = 60.0) -> None:
+        super().__init__()
+        self._conn = connection
+        self._flush_timeout_s = flush_timeout_s
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return records | "Produce" >> beam.ParDo(
+            _WriteFn(self._conn, self._flush_timeout_s)).with_output_types(OffsetAck)

@@ -1,0 +1,164 @@
+"""Commit consumer-group offsets once the outputs for them are acknowledged.
+
+Per `topic/partition` key a stateful DoFn keeps the committed base and the
+out-of-order acknowledged ranges (bounded by the number of gaps); when the
+contiguous prefix advances, the new offset is committed from a bundle
+finalizer: on Flink streaming that runs after the checkpoint holding this
+state completed, on FnApiRunner right after the bundle. The reader
+self-checkpoints every `max_records_per_call` records, which ends bundles and
+therefore also commits periodically during a long drain.
+
+The base is the group's committed offset, read from Kafka the first time a
+key is seen; `ReadFromKafka` commits a start offset at planning time, so one
+always exists.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Dict, Iterator, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+
+from transforms.kafka_config import KafkaConnection, consumer_config, with_retries
+from transforms.offset_ranges import OffsetRangeSet
+from transforms.records import CommittedOffset, OffsetAck
+from transforms.telemetry import TELEMETRY
+
+_LOG = logging.getLogger(__name__)
+
+_TIMEOUT_S = 30.0
+
+# (committed base, pending ranges above it)
+_STATE_CODER = coders.TupleCoder((
+    coders.VarIntCoder(),
+    coders.IterableCoder(coders.TupleCoder((coders.VarIntCoder(), coders.VarIntCoder()))),
+))
+
+
+class KafkaCommitError(RuntimeError):
+    """The group has no committed offset to advance from."""
+
+
+class _CommitFn(beam.DoFn):
+    PENDING = ReadModifyWriteStateSpec("pending", _STATE_CODER)
+
+    def __init__(self, conn: KafkaConnection) -> None:
+        self._conn = conn
+        self._consumer: Optional[Consumer] = None
+        self._lock = threading.Lock()
+        self._to_commit: Dict[Tuple[str, int], int] = {}
+        self._commits = Metrics.counter("kafka_commit", "commits")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.update(_consumer=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def start_bundle(self) -> None:
+        # A fresh dict per bundle: the finalizer keeps the previous one.
+        self._to_commit = {}
+
+    def process(
+        self,
+        keyed: Tuple[str, OffsetAck],
+        finalizer=beam.DoFn.BundleFinalizerParam,
+        pending_state=beam.DoFn.StateParam(PENDING),
+    ) -> Iterator[CommittedOffset]:
+        _, ack = keyed
+        stored = pending_state.read()
+        if stored is None:
+            base, pending = self._committed(ack.topic, ack.partition), OffsetRangeSet()
+        else:
+            base, pending = stored[0], OffsetRangeSet(stored[1])
+        for start, end in ack.ranges:
+            pending.add(start, end)
+        advanced = pending.advance(base)
+        pending_state.write((advanced, pending.ranges))
+        if advanced == base:
+            return
+        if not self._to_commit:
+            finalizer.register(self._commit_callback(self._to_commit))
+        self._to_commit[(ack.topic, ack.partition)] = advanced
+        self._commits.inc()
+        TELEMETRY.inc("offset_commits")
+        Metrics.gauge("kafka_commit", f"offset/{ack.topic}/{ack.partition}").set(advanced)
+        yield CommittedOffset(ack.topic, ack.partition, advanced)
+
+    def teardown(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+    def _client(self) -> Consumer:
+        """A group member that never subscribes: it only reads and commits offsets."""
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = Consumer(consumer_config(self._conn))
+            return self._consumer
+
+    def _committed(self, topic: str, partition: int) -> int:
+        client = self._client()
+        [tp] = with_retries(
+            lambda: client.committed([TopicPartition(topic, partition)], timeout=_TIMEOUT_S))
+        if tp.offset == OFFSET_INVALID:
+            raise KafkaCommitError(
+                f"group {self._conn.group_id!r} has no committed offset for {topic}/{partition}; "
+                "ReadFromKafka commits one at planning time - was a different group used?")
+        return tp.offset
+
+    def _commit_callback(self, offsets: Dict[Tuple[str, int], int]):
+        def commit() -> None:
+            tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+            try:
+                client = self._client()
+                results = with_retries(lambda: client.commit(offsets=tps, asynchronous=False))
+            except KafkaException as exc:
+                _LOG.error("offset commit %s failed (%s); the next commit supersedes it",
+                           _describe(tps), exc)
+                return
+            failed = [tp for tp in results or () if tp.error is not None]
+            if failed:
+                _LOG.error("offset commit failed for %s; the next commit supersedes it",
+                           ", ".join(f"{tp.topic}/{tp.partition}: {tp.error}" for tp in failed))
+            for tp in results or tps:
+                if tp.error is None:
+                    TELEMETRY.set("committed_offset", tp.offset, topic=tp.topic, partition=tp.partition)
+            if not failed:
+                _LOG.debug("committed %s", _describe(tps))
+        return commit
+
+
+def _describe(tps) -> str:
+    return ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in tps)
+
+
+class CommitOffsets(beam.PTransform):
+    """Commit the acknowledged contiguous prefix of each partition for the group.
+
+    Output: one `CommittedOffset` each time a partition's prefix advances
+    (the offset is committed when that bundle is finalized).
+    """
+
+    def __init__(self, connection: KafkaConnection) -> None:
+        super().__init__()
+        connection.require_group()
+        self._conn = connection
+
+    def expand(self, acks: beam.PCollection) -> beam.PCollection:
+        return (
+            acks
+            | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+            | "KeyByPartition" >> beam.Map(
+                lambda a: (f"{a.topic}/{a.partition}", a)).with_output_types(
+                    Tuple[str, OffsetAck])
+            | "Commit" >> beam.ParDo(_CommitFn(self._conn)).with_output_types(CommittedOffset))

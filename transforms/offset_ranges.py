@@ -1,0 +1,63 @@
+"""Acknowledged Kafka offsets of one partition, as merged half-open ranges.
+
+Acks arrive out of order (shards and batches finish independently); the
+committed offset may only move over a contiguous acknowledged run, so a
+crash never skips an offset whose output was not yet written.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import Iterable, List, Tuple
+
+Range = Tuple[int, int]
+
+
+class OffsetRangeSet:
+    """Sorted, disjoint, non-adjacent half-open ranges `[start, end)`.
+
+    Its size is bounded by the number of gaps between acknowledged runs,
+    which is what keeps the committer's per-partition state small.
+    """
+
+    def __init__(self, ranges: Iterable[Range] = ()) -> None:
+        self._starts: List[int] = []
+        self._ends: List[int] = []
+        for start, end in ranges:
+            self.add(start, end)
+
+    def add(self, start: int, end: int) -> None:
+        """Add `[start, end)`, merging with overlapping or touching ranges."""
+        if end < start:
+            raise ValueError(f"invalid range [{start}, {end})")
+        if end == start:
+            return
+        # First range whose end reaches `start`, last range whose start reaches `end`.
+        lo = bisect.bisect_left(self._ends, start)
+        hi = bisect.bisect_right(self._starts, end)
+        if lo < hi:
+            start = min(start, self._starts[lo])
+            end = max(end, self._ends[hi - 1])
+        self._starts[lo:hi] = [start]
+        self._ends[lo:hi] = [end]
+
+    def advance(self, base: int) -> int:
+        """Return the end of the contiguous run starting at `base` (or `base`).
+
+        Everything below the returned offset is dropped: it is committed.
+        """
+        cut = bisect.bisect_right(self._starts, base)
+        if cut and self._ends[cut - 1] > base:
+            base = self._ends[cut - 1]
+        del self._starts[:cut]
+        del self._ends[:cut]
+        return base
+
+    @property
+    def ranges(self) -> Tuple[Range, ...]:
+        return tuple(zip(self._starts, self._ends))
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __repr__(self) -> str:
+        return f"OffsetRangeSet({list(self.ranges)})"
