@@ -31,7 +31,7 @@ from transforms.kafka_read import ReadFromKafka
 from transforms.kafka_write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
 from transforms.offset_commit import CommitOffsets
-from transforms.outputs import dead_letter_record, result_record
+from transforms.outputs import to_record
 from transforms.parse import ParseEvents
 from transforms.scoring_runtime import ScoringConfig
 from transforms.throttled_scoring import ScoreInBatches
@@ -42,9 +42,12 @@ LOG = logging.getLogger(__name__)
 class EnrichPayments(beam.PTransform):
     """The whole data path as one composite, so tests and the benchmark reuse it.
 
-    `score` is the scoring step (ParsedEvent -> outputs `scored` and
-    `dead_letters`); by default ours, `ScoreInBatches`. The benchmark swaps in
-    baseline clients here and keeps everything else identical.
+    `score` is the scoring step (ParsedEvent | DeadLetter -> ScoredEvent |
+    DeadLetter, passing dead letters through); by default ours,
+    `ScoreInBatches`. The benchmark swaps in baseline clients here and keeps
+    everything else identical. The whole path is one chain without Flatten, so
+    the FnApiRunner fuses it into one stage: records flow from the reader to the
+    committer one bundle at a time and a blocked scoring call stops the reader.
     """
 
     def __init__(self, conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool,
@@ -57,15 +60,11 @@ class EnrichPayments(beam.PTransform):
         o = self._opts
         records = pbegin | "ReadKafka" >> ReadFromKafka(
             self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records)
-        parsed = records | "ParseEvents" >> ParseEvents()
-        scored = parsed.events | "Score" >> self._score
-        out_topic, dlq_topic = o.output_topic, o.dlq_topic
-        outbound = (
-            (scored.scored | "ResultRecords" >> beam.Map(result_record, out_topic),
-             parsed.dead_letters | "ParseDeadLetters" >> beam.Map(dead_letter_record, dlq_topic),
-             scored.dead_letters | "ScoreDeadLetters" >> beam.Map(dead_letter_record, dlq_topic))
-            | "AllOutputs" >> beam.Flatten())
-        acks = outbound | "WriteKafka" >> WriteToKafka(self._conn)
+        outcomes = (records
+                    | "ParseEvents" >> ParseEvents()
+                    | "Score" >> self._score
+                    | "ToRecords" >> beam.Map(to_record, o.output_topic, o.dlq_topic))
+        acks = outcomes | "WriteKafka" >> WriteToKafka(self._conn)
         return acks | "CommitOffsets" >> CommitOffsets(self._conn)
 
 
@@ -127,10 +126,11 @@ def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: 
     """`max_records` of each pipeline run: one run when streaming or --drain_chunk=0, else
     runs of at most --drain_chunk offsets until the backlog seen at start is drained.
 
-    Batch runners (FnApiRunner, Flink batch) execute a drain stage by stage: every record of
-    a run is read into the runner's buffers before the first is scored, and offsets are
-    committed only when the run's writes are done. Chunking bounds both the memory of a
-    drain and what a crash can leave written-but-uncommitted (duplicated on re-run).
+    On the FnApiRunner the path is one fused stage and commits every bundle, so a run's
+    memory and crash duplicates are already bounded by a bundle. Runners that execute a
+    batch stage by stage (the BundleBasedDirectRunner, Flink's batch mode) read a whole
+    run before scoring it and commit only at its end; chunking bounds memory and
+    written-but-uncommitted output (duplicated after a crash) there too.
     """
     if streaming or not opts.drain_chunk:
         yield opts.max_records

@@ -20,11 +20,12 @@ TIMEOUT_S = 10.0
 
 
 def check_kafka(conn: KafkaConnection, topics: Iterable[str], timeout_s: float = TIMEOUT_S) -> None:
+    # log_level 0: librdkafka would otherwise print a line per failed connect.
+    quiet = {"log_level": 0}
     try:  # librdkafka refuses unknown properties and bad values when a client is created
-        Consumer(consumer_config(conn)).close()
-        Producer(producer_config(conn)).flush(0)
-        # log_level 0: librdkafka would otherwise print a line per failed connect.
-        admin = AdminClient({"bootstrap.servers": conn.bootstrap_servers, "log_level": 0, **conn.security})
+        Consumer({**consumer_config(conn), **quiet}).close()
+        Producer({**producer_config(conn), **quiet}).flush(0)
+        admin = AdminClient({"bootstrap.servers": conn.bootstrap_servers, **quiet, **conn.security})
     except KafkaException as e:
         raise ConfigError(f"invalid Kafka client setting: {e.args[0].str() if e.args else e}") from None
     try:

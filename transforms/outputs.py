@@ -61,3 +61,9 @@ def dead_letter_record(letter: DeadLetter, topic: str) -> OutboundRecord:
         doc.update(payload=base64.b64encode(payload).decode(), payload_encoding="base64")
     key = letter.txn_id.encode() if letter.txn_id else None
     return OutboundRecord(topic, key, json.dumps(doc, separators=(",", ":")).encode(), letter.source)
+
+
+def to_record(outcome: "ScoredEvent | DeadLetter", output_topic: str, dlq_topic: str) -> OutboundRecord:
+    if isinstance(outcome, DeadLetter):
+        return dead_letter_record(outcome, dlq_topic)
+    return result_record(outcome, output_topic)

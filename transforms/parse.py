@@ -1,4 +1,9 @@
-"""KafkaRecord -> ParsedEvent, or a dead letter with the reason it could not be parsed."""
+"""KafkaRecord -> ParsedEvent, or a dead letter with the reason it could not be parsed.
+
+Both travel in one PCollection: on the FnApiRunner a Flatten (needed to merge
+tagged outputs before the single Kafka writer) breaks stage fusion, and an
+unfused drain reads the whole backlog into memory before scoring any of it.
+"""
 from __future__ import annotations
 
 from typing import Iterator, Union
@@ -11,7 +16,6 @@ from transforms.outputs import DeadLetter
 from transforms.records import KafkaRecord
 from transforms.telemetry import TELEMETRY
 
-DEAD_LETTERS = "dead_letters"
 
 
 class _ParseFn(beam.DoFn):
@@ -20,7 +24,7 @@ class _ParseFn(beam.DoFn):
         self._valid = Metrics.counter("enrich", "events_valid")
         self._invalid = Metrics.counter("enrich", "parse_dead_letters")
 
-    def process(self, record: KafkaRecord) -> Iterator[Union[ParsedEvent, beam.pvalue.TaggedOutput]]:
+    def process(self, record: KafkaRecord) -> Iterator[Union[ParsedEvent, DeadLetter]]:
         self._events_in.inc()
         TELEMETRY.inc("events_in")
         try:
@@ -28,8 +32,7 @@ class _ParseFn(beam.DoFn):
         except InvalidEvent as e:
             self._invalid.inc()
             TELEMETRY.inc("parse_dead_letters")
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-                reason=str(e), stage="parse", payload=record.value, source=record.position))
+            yield DeadLetter(reason=str(e), stage="parse", payload=record.value, source=record.position)
             return
         self._valid.inc()
         TELEMETRY.inc("events_valid")
@@ -37,7 +40,7 @@ class _ParseFn(beam.DoFn):
 
 
 class ParseEvents(beam.PTransform):
-    """Main output: ParsedEvent; tag `dead_letters`: DeadLetter."""
+    """KafkaRecord -> ParsedEvent | DeadLetter."""
 
     def expand(self, records):
-        return records | "Parse" >> beam.ParDo(_ParseFn()).with_outputs(DEAD_LETTERS, main="events")
+        return records | "Parse" >> beam.ParDo(_ParseFn())

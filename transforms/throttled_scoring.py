@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from concurrent.futures import Future
-from typing import Deque, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, TupleCoder, VarIntCoder
@@ -32,7 +32,6 @@ from transforms.outputs import DeadLetter, ScoredEvent
 from transforms.scoring_runtime import BatchResult, ScoringConfig, ScoringRuntime, shared_runtime
 from transforms.telemetry import TELEMETRY
 
-DEAD_LETTERS = "dead_letters"
 NAMESPACE = "enrich"
 REQUEST_OUTCOMES = ("ok", "429", "5xx", "timeout", "connection_error", "other")
 
@@ -95,7 +94,7 @@ def _reason_bucket(reason: str) -> str:
     return "other"
 
 
-def _emit(result: BatchResult) -> Iterator[Tuple[object, int]]:
+def _emit(result: BatchResult) -> Iterator[Tuple[Union[ScoredEvent, DeadLetter], int]]:
     """(output, Kafka timestamp in ms of the event it came from)."""
     out = result.outcome
     if out.ok:
@@ -105,9 +104,9 @@ def _emit(result: BatchResult) -> Iterator[Tuple[object, int]]:
                               str(scored.get("model_version", "")), latency_ms, out.attempts), parsed.timestamp_ms
         return
     for parsed in result.batch:
-        yield beam.pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-            reason=out.error or "scoring failed", stage="score", payload=parsed.raw, source=parsed.source,
-            txn_id=parsed.event.txn_id, attempts=out.attempts, last_status=out.last_status)), parsed.timestamp_ms
+        yield DeadLetter(reason=out.error or "scoring failed", stage="score", payload=parsed.raw,
+                         source=parsed.source, txn_id=parsed.event.txn_id, attempts=out.attempts,
+                         last_status=out.last_status), parsed.timestamp_ms
 
 
 class ScoreBatchesFn(beam.DoFn):
@@ -136,11 +135,14 @@ class ScoreBatchesFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending = deque()
 
-    def process(self, element: Tuple[int, ParsedEvent],
+    def process(self, element: Tuple[int, Union[ParsedEvent, DeadLetter]],
                 buffer=beam.DoFn.StateParam(BUFFER), size=beam.DoFn.StateParam(SIZE),
                 end_of_window=beam.DoFn.TimerParam(END_OF_WINDOW),
                 window=beam.DoFn.WindowParam) -> Iterator[object]:
         _, parsed = element
+        if isinstance(parsed, DeadLetter):
+            yield parsed   # an earlier stage's dead letter travels on to the writer
+            return
         count, nbytes = size.read() or (0, 0)
         item_bytes = len(parsed.raw)
         if not self._policy.fits(count, nbytes, item_bytes):
@@ -189,11 +191,7 @@ class ScoreBatchesFn(beam.DoFn):
     def finish_bundle(self) -> Iterable[object]:
         """Waits for every batch still in flight: nothing outlives its bundle."""
         for value, ts_ms in self._completed_with_timestamps(block=True):
-            ts = Timestamp(micros=ts_ms * 1000)
-            if isinstance(value, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, WindowedValue(value.value, ts, [GlobalWindow()]))
-            else:
-                yield WindowedValue(value, ts, [GlobalWindow()])
+            yield WindowedValue(value, Timestamp(micros=ts_ms * 1000), [GlobalWindow()])
 
 
 class ScoreBatchesStreamingFn(ScoreBatchesFn):
@@ -217,8 +215,17 @@ class ScoreBatchesStreamingFn(ScoreBatchesFn):
         yield from self._flush(buffer, size)
 
 
+def shard_key(item: Union[ParsedEvent, DeadLetter], num_shards: int) -> int:
+    if isinstance(item, DeadLetter):
+        return item.source.partition % num_shards
+    return shard_of(item.event.account_id, num_shards)
+
+
 class ScoreInBatches(beam.PTransform):
-    """ParsedEvent -> ScoredEvent (main) and DeadLetter (tag `dead_letters`)."""
+    """ParsedEvent -> ScoredEvent | DeadLetter; dead letters from earlier stages pass through.
+
+    One output PCollection (no tagged outputs): see transforms/parse.py for why.
+    """
 
     def __init__(self, config: ScoringConfig, policy: BatchPolicy, num_shards: int, streaming: bool = False,
                  monitoring: Optional[MonitoringConfig] = None) -> None:
@@ -233,7 +240,6 @@ class ScoreInBatches(beam.PTransform):
         n = self._num_shards
         fn = ScoreBatchesStreamingFn if self._streaming else ScoreBatchesFn
         return (events
-                | "KeyByShard" >> beam.Map(lambda p: (shard_of(p.event.account_id, n), p))
-                .with_output_types(Tuple[int, ParsedEvent])
-                | "ScoreBatches" >> beam.ParDo(fn(self._config, self._policy, self._monitoring))
-                .with_outputs(DEAD_LETTERS, main="scored"))
+                | "KeyByShard" >> beam.Map(lambda item: (shard_key(item, n), item))
+                .with_output_types(Tuple[int, Any])
+                | "ScoreBatches" >> beam.ParDo(fn(self._config, self._policy, self._monitoring)))

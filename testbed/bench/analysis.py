@@ -64,7 +64,7 @@ def fault_figures(samples: List[Dict[str, Any]], faults: List[Dict[str, Any]], b
             out[f"{tag}: >=90% of reduced capacity after drop (s)"] = m.time_until(
                 good, start, stop, at_least(0.9, low_cap))
         try:
-            during = m.window(samples, start + 1, stop)
+            during = m.window(samples, start + 1, stop, batch_size)
             out[f"{tag}: goodput during fault / capacity"] = (during.goodput_eps or 0.0) / (during.capacity_eps or 1)
         except ValueError:
             pass

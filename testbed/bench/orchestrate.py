@@ -187,7 +187,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--scenarios", default=None, help="comma list of S1,S2,S3,S3o,M (default all)")
     p.add_argument("--clients", default=None, help="comma list: only these clients")
     p.add_argument("--bootstrap_servers", default=None, help="use this broker instead of starting one")
+    p.add_argument("--report_only", metavar="DIR", default=None,
+                   help="re-analyse DIR/results.json (tables and plots) without running anything")
     args = p.parse_args(argv)
+    if args.report_only:
+        from testbed.bench.report import write_report
+        out = Path(args.report_only)
+        print(write_report(json.loads((out / "results.json").read_text()), out))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out or REPO / "bench-results" / (stamp + ("-quick" if args.quick else "")))

@@ -184,6 +184,7 @@ class Sampler(threading.Thread):
     def stop(self) -> List[Sample]:
         self._stop_evt.set()
         self.join(timeout=10)
-        self.samples.append(self.sample_once())
+        if not self.samples or time.monotonic() - self.t0 - self.samples[-1].t >= 0.5 * self._tick:
+            self.samples.append(self.sample_once())   # a closing sample, unless one was just taken
         self._http.close()
         return self.samples
