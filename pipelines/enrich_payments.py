@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 from confluent_kafka import Consumer, TopicPartition
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipelines.options import ConfigError, EnrichPaymentsOptions, is_streaming, parse_options, validate
+from pipelines.options import (ConfigError, EnrichPaymentsOptions, is_streaming, parse_options, validate,
+                              validate_runner)
 from pipelines.preflight import check_kafka, check_scoring_url, load_token
 from pipelines.progress import ProgressReporter
 from pipelines.summary import RunSummary, summarize
@@ -146,17 +147,32 @@ def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: 
             return
 
 
-def run(argv: Optional[List[str]] = None, score: Optional[beam.PTransform] = None) -> RunSummary:
-    """Validates, checks the environment, runs the job and returns its summary.
-
-    `score` replaces the scoring step (the benchmark's baselines use it).
-    """
+def prepare(argv: Optional[List[str]]) -> Tuple[PipelineOptions, EnrichPaymentsOptions, KafkaConnection]:
+    """Parses and validates the options and checks Kafka and the service (ConfigError on failure)."""
     options = parse_options(argv)
     opts = options.view_as(EnrichPaymentsOptions)
     validate(opts)
+    validate_runner(options, argv or [])
     conn = kafka_connection(opts)
     check_kafka(conn, [opts.input_topic, opts.output_topic, opts.dlq_topic])
     check_scoring_url(opts.scoring_url)
+    return options, opts, conn
+
+
+def launch(argv: Optional[List[str]] = None, score: Optional[beam.PTransform] = None) -> PipelineResult:
+    """Submits the job without waiting for it: for streaming jobs that a caller monitors and cancels."""
+    options, _, _ = prepare(argv)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, options, score)
+    return pipeline.run()
+
+
+def run(argv: Optional[List[str]] = None, score: Optional[beam.PTransform] = None) -> RunSummary:
+    """Validates, checks the environment, runs the job to its end and returns its summary.
+
+    `score` replaces the scoring step (the benchmark's baselines use it).
+    """
+    options, opts, conn = prepare(argv)
     started = time.monotonic()
     # Local runners run the DoFns in this process, so TELEMETRY here is the job's.
     progress = ProgressReporter.start_for(opts, conn)

@@ -156,5 +156,19 @@ def validate_monitoring(opts: EnrichPaymentsOptions) -> None:
         raise ConfigError("--gcp_project must not be empty")
 
 
+def validate_runner(options: PipelineOptions, argv: List[str]) -> None:
+    """Streaming on Flink commits offsets in bundle finalization, which runs only after a
+    completed checkpoint: without checkpointing nothing would ever be committed."""
+    runner = (options.view_as(StandardOptions).runner or "").split(".")[-1]
+    if not is_streaming(options) or runner not in PASS_THROUGH_RUNNERS:
+        return
+    flink = argparse.ArgumentParser(add_help=False)   # a Java-side option Python does not declare
+    flink.add_argument("--checkpointing_interval", default=None)
+    interval = flink.parse_known_args(argv)[0].checkpointing_interval
+    if not (interval or "").isdigit() or int(interval) <= 0:
+        raise ConfigError("--streaming on Flink needs --checkpointing_interval=<ms> > 0: offsets are "
+                          "committed only after a completed checkpoint")
+
+
 def is_streaming(options: PipelineOptions) -> bool:
     return bool(options.view_as(StandardOptions).streaming)
