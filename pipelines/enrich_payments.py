@@ -66,7 +66,7 @@ class EnrichPayments(beam.PTransform):
                     | "Score" >> self._score
                     | "ToRecords" >> beam.Map(to_record, o.output_topic, o.dlq_topic))
         acks = outcomes | "WriteKafka" >> WriteToKafka(self._conn)
-        return acks | "CommitOffsets" >> CommitOffsets(self._conn)
+        return acks | "CommitOffsets" >> CommitOffsets(self._conn, after_checkpoint=self._streaming)
 
 
 def kafka_connection(opts: EnrichPaymentsOptions) -> KafkaConnection:

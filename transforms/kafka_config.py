@@ -5,6 +5,8 @@ security, extra properties); `consumer_config` / `producer_config` turn it
 into librdkafka dictionaries with the memory caps this pipeline relies on:
 the backlog must stay in Kafka, not in librdkafka's pre-fetch queue
 (default 64 MiB per partition) or in an unbounded producer queue.
+`with_retries` wraps the few blocking group/metadata calls, which a fresh
+broker answers with NOT_COORDINATOR while `__consumer_offsets` loads.
 """
 from __future__ import annotations
 

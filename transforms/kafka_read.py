@@ -139,8 +139,8 @@ class _PlanPartitions(beam.DoFn):
             lambda: consumer.committed(partitions, timeout=_METADATA_TIMEOUT_S))
         specs, to_commit = [], []
         for tp in committed:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(self._topic, tp.partition), timeout=_METADATA_TIMEOUT_S, cached=False)
+            low, high = with_retries(lambda: consumer.get_watermark_offsets(
+                TopicPartition(self._topic, tp.partition), timeout=_METADATA_TIMEOUT_S))
             start = tp.offset if low <= tp.offset <= high else low
             if start != tp.offset:
                 if tp.offset != OFFSET_INVALID:
@@ -192,6 +192,7 @@ class _Call:
     deadline: float
     claimed: int = 0
     bytes: int = 0  # of `records`, for the counter
+    skipped: int = 0  # offsets without a record (markers, compaction, retention)
     done: bool = False
     records: List[TimestampedValue] = field(default_factory=list)
 
@@ -205,6 +206,7 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumers: Dict[Tuple[str, int], _CachedConsumer] = {}
         self._records = Metrics.counter("kafka_read", "records")
         self._bytes = Metrics.counter("kafka_read", "bytes")
+        self._skipped = Metrics.counter("kafka_read", "skipped_offsets")
         self._slack = Duration(settings.watermark_slack_s)
 
     def setup(self) -> None:
@@ -248,7 +250,8 @@ class _ReadPartitionFn(beam.DoFn):
                 self._advance_watermark(call, newest - self._slack)
                 self._records.inc(len(call.records))
                 self._bytes.inc(call.bytes)
-                call.bytes = 0
+                self._skipped.inc(call.skipped)
+                call.bytes = call.skipped = 0
             yield from call.records
             call.records.clear()
             if not consumed_all:
@@ -302,6 +305,7 @@ class _ReadPartitionFn(beam.DoFn):
                 call.done = True  # past the (possibly split) restriction stop
                 return False
             call.records.append(self._to_record(call, msg))
+            call.skipped += offset - call.position
             call.position = offset + 1
             call.claimed += 1
             if call.position >= stop:

@@ -2,11 +2,14 @@
 
 Per `topic/partition` key a stateful DoFn keeps the committed base and the
 out-of-order acknowledged ranges (bounded by the number of gaps); when the
-contiguous prefix advances, the new offset is committed from a bundle
-finalizer: on Flink streaming that runs after the checkpoint holding this
-state completed, on FnApiRunner right after the bundle. The reader
-self-checkpoints every `max_records_per_call` records, which ends bundles and
-therefore also commits periodically during a long drain.
+contiguous prefix advances, the new offset is committed
+- in streaming (`after_checkpoint=True`), from a bundle finalizer: on Flink
+  that runs only after the checkpoint holding this state completed;
+- in a bounded drain, at the end of the bundle. Runners do not finalize bundles
+  of batch jobs everywhere (portable Flink batch never does, apache/beam#19526),
+  and the acks already prove the outputs are durable, so committing then is safe.
+The reader self-checkpoints every `max_records_per_call` records, which ends
+bundles and therefore also commits periodically during a long drain.
 
 The base is the group's committed offset, read from Kafka the first time a
 key is seen; `ReadFromKafka` commits a start offset at planning time, so one
@@ -47,8 +50,9 @@ class KafkaCommitError(RuntimeError):
 class _CommitFn(beam.DoFn):
     PENDING = ReadModifyWriteStateSpec("pending", _STATE_CODER)
 
-    def __init__(self, conn: KafkaConnection) -> None:
+    def __init__(self, conn: KafkaConnection, after_checkpoint: bool) -> None:
         self._conn = conn
+        self._after_checkpoint = after_checkpoint
         self._consumer: Optional[Consumer] = None
         self._lock = threading.Lock()
         self._to_commit: Dict[Tuple[str, int], int] = {}
@@ -85,13 +89,17 @@ class _CommitFn(beam.DoFn):
         pending_state.write((advanced, pending.ranges))
         if advanced == base:
             return
-        if not self._to_commit:
+        if not self._to_commit and self._after_checkpoint:
             finalizer.register(self._commit_callback(self._to_commit))
         self._to_commit[(ack.topic, ack.partition)] = advanced
         self._commits.inc()
         TELEMETRY.inc("offset_commits")
         Metrics.gauge("kafka_commit", f"offset/{ack.topic}/{ack.partition}").set(advanced)
         yield CommittedOffset(ack.topic, ack.partition, advanced)
+
+    def finish_bundle(self) -> None:
+        if self._to_commit and not self._after_checkpoint:
+            self._commit_callback(self._to_commit)()
 
     def teardown(self) -> None:
         with self._lock:
@@ -146,13 +154,15 @@ class CommitOffsets(beam.PTransform):
     """Commit the acknowledged contiguous prefix of each partition for the group.
 
     Output: one `CommittedOffset` each time a partition's prefix advances
-    (the offset is committed when that bundle is finalized).
+    (committed at the end of that bundle, or after its checkpoint when
+    `after_checkpoint`: streaming).
     """
 
-    def __init__(self, connection: KafkaConnection) -> None:
+    def __init__(self, connection: KafkaConnection, after_checkpoint: bool = False) -> None:
         super().__init__()
         connection.require_group()
         self._conn = connection
+        self._after_checkpoint = after_checkpoint
 
     def expand(self, acks: beam.PCollection) -> beam.PCollection:
         return (
@@ -161,4 +171,4 @@ class CommitOffsets(beam.PTransform):
             | "KeyByPartition" >> beam.Map(
                 lambda a: (f"{a.topic}/{a.partition}", a)).with_output_types(
                     Tuple[str, OffsetAck])
-            | "Commit" >> beam.ParDo(_CommitFn(self._conn)).with_output_types(CommittedOffset))
+            | "Commit" >> beam.ParDo(_CommitFn(self._conn, self._after_checkpoint)).with_output_types(CommittedOffset))

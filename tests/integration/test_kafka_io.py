@@ -7,6 +7,7 @@ unbounded read is driven directly (FnApiRunner cannot finish an unbounded SDF).
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from typing import Dict, List, Optional
@@ -39,13 +40,18 @@ PARTITIONS = 4
 
 
 def produce(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS,
-            first: int = 0) -> List[bytes]:
-    """Values `first..first+n-1`, value i on partition i % partitions."""
+            base_ms: Optional[int] = None) -> List[bytes]:
+    """Values `0..n-1`, value i on partition i % partitions, timestamp `base_ms + i`.
+
+    Timestamps must be recent: the broker's time retention (7 days) deletes
+    older records, which the reader then rightly skips as out of range.
+    """
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    values = [str(i).encode() for i in range(first, first + n)]
-    for i, value in enumerate(values, start=first):
+    base_ms = int(time.time() * 1000) if base_ms is None else base_ms
+    values = [str(i).encode() for i in range(n)]
+    for i, value in enumerate(values):
         producer.produce(topic, key=value, value=value, partition=i % partitions,
-                         timestamp=1_700_000_000_000 + i)
+                         timestamp=base_ms + i)
         producer.poll(0)
     assert producer.flush(30) == 0
     return values
@@ -132,9 +138,15 @@ def test_long_drain_commits_at_every_reader_checkpoint(
 
     commits = [r.getMessage() for r in caplog.records
                if r.name == "transforms.offset_commit" and r.getMessage().startswith("committed ")]
-    # 1250 records per partition / 250 per call = 5 bundles, each one commit of 4 partitions.
-    assert len(commits) == 5, commits
-    assert commits[0].endswith(f"{source}/3@250") and commits[-1].endswith(f"{source}/3@1250")
+    history: Dict[int, List[int]] = {p: [] for p in range(PARTITIONS)}
+    for line in commits:  # "committed t/0@250, t/1@250, ..."
+        for item in line[len("committed "):].split(", "):
+            partition, offset = item.rsplit("/", 1)[1].split("@")
+            history[int(partition)].append(int(offset))
+    # At most 250 records per partition per bundle: >= 5 commits each, only forwards.
+    for offsets in history.values():
+        assert len(offsets) >= 5 and offsets == sorted(set(offsets)), history
+        assert offsets[-1] == 1250 and all(o <= 250 * (i + 1) for i, o in enumerate(offsets))
     assert committed_offsets(bootstrap_servers, conn.group_id, source) == \
         end_offsets(bootstrap_servers, source)
 
@@ -159,8 +171,9 @@ def test_transaction_markers_inside_the_read_are_covered_by_the_commit(
         producer.commit_transaction(30)
     assert end_offsets(bootstrap_servers, source) == {0: 105}  # 100 records + 5 markers
 
-    drain(conn, source, sink)
+    counters = drain(conn, source, sink)
 
+    assert counters["kafka_read/skipped_offsets"] == 4
     assert values_of(bootstrap_servers, sink) == Counter(b"%d" % i for i in range(100))
     # The four inner markers are covered (covers_from); the trailing one has no record
     # after it, so the committed offset stops right after the last record.
@@ -235,7 +248,8 @@ def test_unbounded_read_checkpoints_idles_with_a_delay_and_advances_the_watermar
         bootstrap_servers: str, kafka_topic, conn: KafkaConnection) -> None:
     """The streaming path, driven like a runner would: process, checkpoint, resume."""
     topic = kafka_topic(1, "stream")
-    produce(bootstrap_servers, topic, 30, partitions=1)
+    base_ms = int(time.time() * 1000) - 60_000
+    produce(bootstrap_servers, topic, 30, partitions=1, base_ms=base_ms)
     settings = ReadSettings(max_records_per_call=20, resume_delay_s=0.25, watermark_slack_s=1.0)
     fn = _ReadUnboundedPartitionFn(conn, settings)
     provider = _PartitionRestrictions()
@@ -252,7 +266,7 @@ def test_unbounded_read_checkpoints_idles_with_a_delay_and_advances_the_watermar
 
         first, watermark, residual, delay = resume(provider.initial_restriction(spec))
         assert [r.value.position.offset for r in first] == list(range(20))
-        assert first[5].timestamp == Timestamp(micros=(1_700_000_000_000 + 5) * 1000)
+        assert first[5].timestamp == Timestamp(micros=(base_ms + 5) * 1000)
         assert (residual.start, residual.stop, delay) == (20, UNBOUNDED_STOP, Duration(0))
         assert watermark == first[-1].timestamp - Duration(1.0)
 
