@@ -331,3 +331,28 @@ def test_outage_recovers_by_slow_start_to_the_previous_rate() -> None:
     assert throttle.controller.rate >= 0.75 * before      # back near the pre-outage rate ...
     accepted, _ = run_sim(clock, throttle, service, 10)
     assert accepted / 10 >= 0.9 * 333                     # ... and at capacity within 20 s
+
+
+def test_outage_is_recognised_when_recovery_tick_still_carries_rejections() -> None:
+    """Threads still finishing refused attempts when the service returns must not hide the outage."""
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=300, clock=clock)
+    sent = 0
+
+    def tick(*results) -> None:
+        nonlocal sent
+        clock.advance(0.25)
+        sent += int(controller.rate * 0.25) + 1
+        for r in results:
+            controller.record(r, 0.01)
+        controller.tick(sent)
+
+    for _ in range(8):
+        tick(OK)
+    for _ in range(80):        # 20 s outage
+        tick(R503)
+    assert controller.rate <= 2
+    tick(OK, R503)             # back, with stragglers
+    for _ in range(16):        # 4 s
+        tick(OK)
+    assert controller.rate >= 0.75 * 300

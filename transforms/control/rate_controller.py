@@ -62,6 +62,7 @@ class CubicRateController:
         self._last_success_tick = now
         self._episode_start: Optional[float] = None     # first congested tick of the current episode
         self._episode_rate = initial_rate               # the rate when the episode began
+        self._episode_outage = False                    # it saw a success-free gap >= outage_s
         self._latencies: List[float] = []
         self._baseline: Deque[float] = deque(maxlen=max(1, int(baseline_window_s / tick_s)))
         self.decreases = 0
@@ -102,6 +103,12 @@ class CubicRateController:
             successes, self._successes = self._successes, 0
             median = statistics.median(self._latencies) if self._latencies else None
             self._latencies = []
+            if successes:
+                # Judged at the first success after the gap: the tick where the service comes
+                # back often still carries rejections, which keep the episode open a little longer.
+                if self._episode_start is not None and now - self._last_success_tick >= self.outage_s + self.tick_s:
+                    self._episode_outage = True
+                self._last_success_tick = now
             if congested:
                 self._on_congestion(now, sent_rate)
             else:
@@ -115,8 +122,7 @@ class CubicRateController:
                     self._epoch += dt               # app-limited: pause the CUBIC clock
             if median is not None:
                 self._baseline.append(median)
-            if successes:
-                self._last_success_tick = now
+
             self._rate = min(max(self._rate, self.min_rate), self.ceiling)
             return True
 
@@ -125,7 +131,7 @@ class CubicRateController:
 
     def _on_congestion(self, now: float, sent_rate: float) -> None:
         if self._episode_start is None:
-            self._episode_start, self._episode_rate = now, self._rate
+            self._episode_start, self._episode_rate, self._episode_outage = now, self._rate, False
         reaction_s = max(2 * self.tick_s, 2 * statistics.median(self._baseline) if self._baseline else 0.0)
         if now - self._last_decrease < reaction_s:
             return
@@ -139,8 +145,7 @@ class CubicRateController:
     def _end_episode(self, now: float) -> None:
         """First tick with successes and no congestion: an outage restarts with slow start."""
         assert self._episode_start is not None
-        outage = now - self._last_success_tick >= self.outage_s + self.tick_s
-        if outage and self._rate < self.beta * self._episode_rate:
+        if self._episode_outage and self._rate < self.beta * self._episode_rate:
             self._slow_start_until = self.beta * self._episode_rate
             self._w_max = self._episode_rate
         self._episode_start = None
