@@ -48,11 +48,15 @@ class KafkaCommitError(RuntimeError):
 
 
 class _CommitFn(beam.DoFn):
+    """Bounded runs: commits what advanced at the end of each bundle.
+
+    It must not even declare a bundle finalizer: portable Flink rejects batch
+    jobs whose DoFns ask for finalization (UnsupportedOperationException).
+    """
     PENDING = ReadModifyWriteStateSpec("pending", _STATE_CODER)
 
-    def __init__(self, conn: KafkaConnection, after_checkpoint: bool) -> None:
+    def __init__(self, conn: KafkaConnection) -> None:
         self._conn = conn
-        self._after_checkpoint = after_checkpoint
         self._consumer: Optional[Consumer] = None
         self._lock = threading.Lock()
         self._to_commit: Dict[Tuple[str, int], int] = {}
@@ -71,13 +75,15 @@ class _CommitFn(beam.DoFn):
         # A fresh dict per bundle: the finalizer keeps the previous one.
         self._to_commit = {}
 
-    def process(
-        self,
-        keyed: Tuple[str, OffsetAck],
-        finalizer=beam.DoFn.BundleFinalizerParam,
-        pending_state=beam.DoFn.StateParam(PENDING),
-    ) -> Iterator[CommittedOffset]:
-        _, ack = keyed
+    def process(self, keyed: Tuple[str, OffsetAck],
+                pending_state=beam.DoFn.StateParam(PENDING)) -> Iterator[CommittedOffset]:
+        yield from self._advance(keyed[1], pending_state)
+
+    def finish_bundle(self) -> None:
+        if self._to_commit:
+            self._commit_callback(self._to_commit)()
+
+    def _advance(self, ack: OffsetAck, pending_state) -> Iterator[CommittedOffset]:
         stored = pending_state.read()
         if stored is None:
             base, pending = self._committed(ack.topic, ack.partition), OffsetRangeSet()
@@ -89,17 +95,11 @@ class _CommitFn(beam.DoFn):
         pending_state.write((advanced, pending.ranges))
         if advanced == base:
             return
-        if not self._to_commit and self._after_checkpoint:
-            finalizer.register(self._commit_callback(self._to_commit))
         self._to_commit[(ack.topic, ack.partition)] = advanced
         self._commits.inc()
         TELEMETRY.inc("offset_commits")
         Metrics.gauge("kafka_commit", f"offset/{ack.topic}/{ack.partition}").set(advanced)
         yield CommittedOffset(ack.topic, ack.partition, advanced)
-
-    def finish_bundle(self) -> None:
-        if self._to_commit and not self._after_checkpoint:
-            self._commit_callback(self._to_commit)()
 
     def teardown(self) -> None:
         with self._lock:
@@ -146,6 +146,21 @@ class _CommitFn(beam.DoFn):
         return commit
 
 
+class _CommitAfterCheckpointFn(_CommitFn):
+    """Streaming: commits from a bundle finalizer, which Flink runs after the checkpoint
+    that holds this bundle's state has completed."""
+
+    def process(self, keyed: Tuple[str, OffsetAck], finalizer=beam.DoFn.BundleFinalizerParam,
+                pending_state=beam.DoFn.StateParam(_CommitFn.PENDING)) -> Iterator[CommittedOffset]:
+        first = not self._to_commit
+        yield from self._advance(keyed[1], pending_state)
+        if first and self._to_commit:
+            finalizer.register(self._commit_callback(self._to_commit))
+
+    def finish_bundle(self) -> None:
+        pass  # the finalizer commits
+
+
 def _describe(tps) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in tps)
 
@@ -171,4 +186,4 @@ class CommitOffsets(beam.PTransform):
             | "KeyByPartition" >> beam.Map(
                 lambda a: (f"{a.topic}/{a.partition}", a)).with_output_types(
                     Tuple[str, OffsetAck])
-            | "Commit" >> beam.ParDo(_CommitFn(self._conn, self._after_checkpoint)).with_output_types(CommittedOffset))
+            | "Commit" >> beam.ParDo((_CommitAfterCheckpointFn if self._after_checkpoint else _CommitFn)(self._conn)).with_output_types(CommittedOffset))

@@ -1,0 +1,58 @@
+"""The drain of the pipeline issue on the other runners: Flink (embedded, batch) and Prism."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Dict, List
+
+import pytest
+
+from pipelines.enrich_payments import run
+from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
+from testbed.produce import produce_events
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def topics(kafka_topic) -> Dict[str, str]:
+    return {"in": kafka_topic(partitions=2, prefix="rin"), "out": kafka_topic(partitions=2, prefix="rout"),
+            "dlq": kafka_topic(partitions=1, prefix="rdlq")}
+
+
+def job_args(bootstrap: str, topics: Dict[str, str], url: str, group: str) -> List[str]:
+    return [f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}", f"--output_topic={topics['out']}",
+            f"--dlq_topic={topics['dlq']}", f"--group_id={group}", f"--scoring_url={url}", "--batch_size=20",
+            "--progress_interval=0"]
+
+
+def assert_drained(bootstrap: str, topics: Dict[str, str], group: str, produced) -> None:
+    out = [json.loads(m.value)["txn_id"] for m in consume_all(bootstrap, topics["out"], timeout=60)]
+    assert sorted(out) == sorted(produced.txn_ids)
+    assert len(consume_all(bootstrap, topics["dlq"], timeout=60)) == produced.malformed
+    assert committed_offsets(bootstrap, group, topics["in"]) == end_offsets(bootstrap, topics["in"])
+
+
+@pytest.mark.flink
+def test_drain_on_flink(flink_job_server_jar, bootstrap_servers, topics, scoring_service) -> None:
+    produced = produce_events(bootstrap_servers, topics["in"], count=2_000, malformed_fraction=0.01, seed=31)
+    run(["--runner=FlinkRunner", f"--flink_job_server_jar={flink_job_server_jar}", "--flink_master=[local]",
+         "--flink_version=1.19", "--environment_type=LOOPBACK", "--parallelism=1",
+         *job_args(bootstrap_servers, topics, scoring_service.url, "g-flink-drain")])
+    assert_drained(bootstrap_servers, topics, "g-flink-drain", produced)
+
+
+def test_drain_on_prism(prism_binary, bootstrap_servers, topics, scoring_service) -> None:
+    produced = produce_events(bootstrap_servers, topics["in"], count=2_000, malformed_fraction=0.01, seed=32)
+    run(["--runner=PrismRunner", f"--prism_location={prism_binary}",
+         *job_args(bootstrap_servers, topics, scoring_service.url, "g-prism-drain")])
+    assert_drained(bootstrap_servers, topics, "g-prism-drain", produced)
+
+
+def test_streaming_on_prism_is_refused_with_a_reason(prism_binary) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pipelines.enrich_payments", "--runner=PrismRunner",
+                           f"--prism_location={prism_binary}", "--streaming"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --streaming on Prism")
