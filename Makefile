@@ -86,6 +86,21 @@ demo: venv kafka-jars ## Start Kafka + scoring service, produce the seed's workl
 	$(PY) -m testbed.demo
 
 # ---- Flink / Prism -----------------------------------------------------------
+FLINK_REST_PORT ?= 8081
+
+.PHONY: flink-jar prism flink-up flink-down
+
+flink-jar: venv ## Build the Beam Flink 1.19 job-server jar into .cache/flink once (needs java and mvn)
+	$(PY) -m testbed.flink_jobserver build
+
+prism: venv ## Build the Prism runner binary into .cache/prism once (needs go)
+	$(PY) -m testbed.prism build
+
+flink-up: venv flink-jar ## Start a local Flink 1.19 session cluster on localhost:FLINK_REST_PORT (default 8081)
+	$(PY) -m testbed.flink_cluster up --rest-port $(FLINK_REST_PORT)
+
+flink-down: venv ## Stop the local Flink session cluster
+	$(PY) -m testbed.flink_cluster down --rest-port $(FLINK_REST_PORT)
 
 # ---- Benchmark ---------------------------------------------------------------
 BENCH_ARGS ?=
@@ -95,7 +110,7 @@ $(VENV)/.bench-installed: setup.py $(VENV)/.installed
 	$(PIP) install -q -e ".[bench]"
 	@touch $@
 
-bench: venv kafka-jars $(VENV)/.bench-installed ## Full benchmark: ours vs naive / pool+Retry / RequestResponseIO (~30 min), results in bench-results/<timestamp>/
+bench: venv kafka-jars $(VENV)/.bench-installed ## Full benchmark: ours vs naive / pool+Retry / RequestResponseIO (~26 min), results in bench-results/<timestamp>/
 	$(PY) -m testbed.bench $(BENCH_ARGS)
 
 bench-quick: venv kafka-jars $(VENV)/.bench-installed ## Short benchmark (< 5 min): same rates, shorter windows, fewer clients in S2/S3

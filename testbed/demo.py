@@ -43,7 +43,7 @@ def main(argv: List[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="demo-", dir=Path(".cache/run").resolve()
                                     if Path(".cache").exists() else None))
-    broker = KafkaBroker(workdir / "kafka")
+    broker = KafkaBroker(workdir / "kafka", stop_with_parent=True)
     service = ScoringServiceProcess(service_args(rate=args.capacity_rps), log_dir=workdir)
     try:
         print(f"starting Kafka ... ", end="", flush=True)

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Sequence
 
+import grpc
+
 BEAM_VERSION = version("apache-beam")  # the jar must match the installed SDK exactly
 FLINK_MINOR = "1.19"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +33,7 @@ POM = REPO_ROOT / "deploy" / "local" / "flink" / "pom.xml"
 CACHE_DIR = REPO_ROOT / ".cache" / "flink"
 JAR = CACHE_DIR / f"beam-runners-flink-{FLINK_MINOR}-job-server-{BEAM_VERSION}.jar"
 READY_TIMEOUT_S = 120.0
+JAVA_HINT = "install a JDK >= 11 (e.g. apt-get install openjdk-17-jdk-headless)"
 
 
 class JobServerError(RuntimeError):
@@ -53,7 +56,7 @@ def build(force: bool = False, jar: Path = JAR) -> Path:
     """
     if jar.is_file() and not force:
         return jar
-    _require("java", "install a JDK >= 11 (e.g. apt-get install openjdk-17-jdk-headless)")
+    _require("java", JAVA_HINT)
     mvn = _require("mvn", "install Maven (e.g. apt-get install maven)")
     jar.parent.mkdir(parents=True, exist_ok=True)
     with open(jar.parent / ".build.lock", "w") as lock:
@@ -116,7 +119,7 @@ class JobServer:
         return ["--runner=FlinkRunner", f"--job_endpoint={self.endpoint}", "--environment_type=LOOPBACK"]
 
     def start(self) -> JobServer:
-        java = _require("java", "install a JDK >= 11 (e.g. apt-get install openjdk-17-jdk-headless)")
+        java = _require("java", JAVA_HINT)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
@@ -128,11 +131,13 @@ class JobServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise JobServerError(f"job server exited {self._proc.returncode} (log: {self.log_path})")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
+            # A gRPC handshake, not a bare TCP probe (which the server logs as a broken HTTP/2 preface).
+            with grpc.insecure_channel(self.endpoint) as channel:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=0.5)
+                    return self
+                except grpc.FutureTimeoutError:
+                    pass
         self.stop()
         raise JobServerError(f"job server not listening on {self.endpoint} after {READY_TIMEOUT_S:.0f} s (log: {self.log_path})")
 

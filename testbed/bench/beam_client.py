@@ -4,7 +4,7 @@ The `Caller` maps 429 -> `UserCodeQuotaException`, 5xx and other statuses ->
 `UserCodeExecutionException`, timeouts -> `UserCodeTimeoutException`, and asks
 for batches through `batch_elements_kwargs`. RequestResponseIO has no failure
 output: a call that still fails after its repeater raises and fails the bundle,
-so `dead_letters` stays empty (the benchmark's drain loop restarts the drain, as
+so it never produces a dead letter of its own (the benchmark's drain loop restarts the drain, as
 a production runner would retry the bundle).
 """
 from __future__ import annotations
@@ -17,16 +17,17 @@ import requests
 from apache_beam.io.requestresponse import (Caller, RequestResponseIO, UserCodeExecutionException,
                                             UserCodeQuotaException, UserCodeTimeoutException)
 
-from testbed.bench.clients import (_IN_FLIGHT, DEAD_LETTERS, REQUEST_TIMEOUT_S, outcome_of, parse_results,
-                                   record_attempt, request_body, scored_events)
+from testbed.bench.clients import (_IN_FLIGHT, REQUEST_TIMEOUT_S, outcome_of, parse_results, record_attempt,
+                                   request_body, scored_events)
 from transforms.events import ParsedEvent
-from transforms.outputs import ScoredEvent
+from transforms.outputs import DeadLetter, ScoredEvent
 from transforms.scoring_runtime import idempotency_key
 from transforms.telemetry import TELEMETRY
 
 
 class ScoringCaller(Caller):
-    """List[ParsedEvent] -> List[ScoredEvent]; raises what RequestResponseIO expects."""
+    """List[ParsedEvent | DeadLetter] -> List[ScoredEvent | DeadLetter]; raises what RequestResponseIO
+    expects. Earlier stages' dead letters in a batch are returned as they are, without a call."""
 
     def __init__(self, url: str, batch_size: int) -> None:
         self._url = url.rstrip("/") + "/score"
@@ -42,8 +43,11 @@ class ScoringCaller(Caller):
             self._session.close()
         return None
 
-    def __call__(self, batch: Sequence[ParsedEvent], *args, **kwargs) -> List[ScoredEvent]:
-        batch = list(batch)
+    def __call__(self, items: Sequence[object], *args, **kwargs) -> List[object]:
+        passed: List[object] = [i for i in items if isinstance(i, DeadLetter)]
+        batch = [i for i in items if isinstance(i, ParsedEvent)]
+        if not batch:
+            return passed
         headers = {"Content-Type": "application/json",
                    "Idempotency-Key": idempotency_key([p.event.txn_id for p in batch])}
         t0 = time.monotonic()
@@ -67,19 +71,18 @@ class ScoringCaller(Caller):
         results = parse_results(resp.content, batch)
         if results is None:
             raise UserCodeExecutionException("response does not match the request")
-        return scored_events(batch, results, (time.monotonic() - t0) * 1000, 1)
+        return passed + scored_events(batch, results, (time.monotonic() - t0) * 1000, 1)
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
 
 
-class _SplitResponsesFn(beam.DoFn):
-    """Responses -> ScoredEvents on the main output; nothing ever reaches `dead_letters`."""
+class _CountFn(beam.DoFn):
+    """Counts what RequestResponseIO returns (with batching it already flattens the lists)."""
 
-    def process(self, scored) -> Iterator[ScoredEvent]:
-        # With batching, RequestResponseIO already flattens the Caller's lists.
-        items = scored if isinstance(scored, list) else [scored]
-        TELEMETRY.inc("events_scored", len(items))
+    def process(self, outcome) -> Iterator[object]:
+        items = outcome if isinstance(outcome, list) else [outcome]
+        TELEMETRY.inc("events_scored", sum(isinstance(i, ScoredEvent) for i in items))
         yield from items
 
 
@@ -91,4 +94,4 @@ class BeamRequestResponseScoring(beam.PTransform):
     def expand(self, events):
         return (events
                 | "RequestResponseIO" >> RequestResponseIO(ScoringCaller(self._url, self._batch_size))
-                | "Responses" >> beam.ParDo(_SplitResponsesFn()).with_outputs(DEAD_LETTERS, main="scored"))
+                | "Outcomes" >> beam.ParDo(_CountFn()))

@@ -1,8 +1,10 @@
 """The scoring step of each benchmarked client, as a PTransform with our output contract.
 
-Every client maps `ParsedEvent` to a main output `scored` (ScoredEvent) and a
-tagged output `dead_letters` (DeadLetter), so `EnrichPayments(score=...)` runs
-them with an identical read/parse/write/commit path. The baselines are written
+Every client maps `ParsedEvent | DeadLetter` to one PCollection of
+`ScoredEvent | DeadLetter` (dead letters of earlier stages pass through; one
+output, no Flatten, so the FnApiRunner fuses the whole path into one stage),
+so `EnrichPayments(score=...)` runs them with an identical
+read/parse/write/commit path. The baselines are written
 the way a user would write them, not tuned to lose:
 
 * `naive`: a big shared thread pool (no in-flight cap), immediate retries on
@@ -33,7 +35,6 @@ from transforms.outputs import DeadLetter, ScoredEvent
 from transforms.scoring_runtime import idempotency_key
 from transforms.telemetry import TELEMETRY
 
-DEAD_LETTERS = "dead_letters"
 CLIENTS = ("ours", "naive", "pool", "beam")
 NAIVE_THREADS = 256
 NAIVE_MAX_ATTEMPTS = 50
@@ -138,8 +139,11 @@ class _PooledBatchFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending = []
 
-    def process(self, batch: List[ParsedEvent]) -> Iterator[object]:
-        self._pending.append(self._pool().submit(self._call, list(batch)))
+    def process(self, batch: List[object]) -> Iterator[object]:
+        events = [e for e in batch if isinstance(e, ParsedEvent)]
+        yield from (e for e in batch if isinstance(e, DeadLetter))   # earlier stages' dead letters
+        if events:
+            self._pending.append(self._pool().submit(self._call, events))
         while self._pending and self._pending[0].done():
             yield from (v for v, _ in self._emit(self._pending.pop(0).result()))
 
@@ -147,10 +151,7 @@ class _PooledBatchFn(beam.DoFn):
         pending, self._pending = self._pending, []
         for future in pending:
             for value, ts_ms in self._emit(future.result()):
-                if isinstance(value, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(DEAD_LETTERS, _windowed(value.value, ts_ms))
-                else:
-                    yield _windowed(value, ts_ms)
+                yield _windowed(value, ts_ms)
 
     @staticmethod
     def _emit(result) -> Iterator[Tuple[object, int]]:
@@ -162,7 +163,7 @@ class _PooledBatchFn(beam.DoFn):
             return
         TELEMETRY.inc("score_dead_letters", len(batch))
         for letter, parsed in zip(dead_letters(batch, reason, attempts, status), batch):
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letter), parsed.timestamp_ms
+            yield letter, parsed.timestamp_ms
 
 
 def _batched(events: beam.PCollection, batch_size: int, label: str) -> beam.PCollection:
@@ -221,7 +222,7 @@ class NaiveScoring(beam.PTransform):
 
     def expand(self, events):
         return (_batched(events, self._batch_size, "Batch")
-                | "ScoreNaive" >> beam.ParDo(_NaiveFn(self._url)).with_outputs(DEAD_LETTERS, main="scored"))
+                | "ScoreNaive" >> beam.ParDo(_NaiveFn(self._url)))
 
 
 # ---- (c) fixed pool + urllib3 Retry -----------------------------------------------------------
@@ -269,7 +270,7 @@ class PoolScoring(beam.PTransform):
 
     def expand(self, events):
         return (_batched(events, self._batch_size, "Batch")
-                | "ScorePool" >> beam.ParDo(_PoolFn(self._url)).with_outputs(DEAD_LETTERS, main="scored"))
+                | "ScorePool" >> beam.ParDo(_PoolFn(self._url)))
 
 
 def make_client(name: str, url: str, batch_size: int) -> Optional[beam.PTransform]:

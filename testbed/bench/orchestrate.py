@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,6 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if broker is not None:
             broker.stop()
+            shutil.rmtree(broker.workdir, ignore_errors=True)
     results["wall_s"] = round(time.monotonic() - started, 1)
     (out_dir / "results.json").write_text(json.dumps(results))
     from testbed.bench.report import write_report

@@ -67,6 +67,8 @@ def plot_scenario(scenario: Dict[str, Any], out_dir: Path) -> Path:
         axes[r][0].legend(fontsize=7, loc="upper left")
     axes[3][0].set_ylim(bottom=0)
     axes[2][0].set_ylim(bottom=0)
+    peak_errors = max((max(line.get_ydata(), default=0) for ax in axes[1] for line in ax.get_lines()), default=0)
+    axes[1][0].set_ylim(0, max(10.0, float(peak_errors) * 1.5))
     fig.suptitle(scenario["title"], fontsize=12)
     fig.tight_layout()
     path = out_dir / f"{scenario['name']}.png"

@@ -8,7 +8,14 @@ import uuid
 import pytest
 import requests
 
+import apache_beam as beam
+from apache_beam.testing.util import assert_that
+
 from testbed.bench import metrics as m
+from testbed.bench.clients import make_client
+from transforms.events import ParsedEvent, parse_event
+from transforms.outputs import DeadLetter, ScoredEvent
+from transforms.records import SourcePosition
 from testbed.bench.analysis import run_figures
 from testbed.bench.orchestrate import execute_run
 from testbed.bench.report import write_report
@@ -70,3 +77,24 @@ def test_tiny_scenario_end_to_end(bootstrap_servers, tmp_path) -> None:
     report = write_report(results, tmp_path)
     assert "| goodput (events/s) |" in report
     assert (tmp_path / "S1.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("client", ["naive", "pool", "beam"])
+def test_baselines_keep_the_scoring_contract(client, scoring_service) -> None:
+    """ParsedEvent | DeadLetter in, ScoredEvent | DeadLetter out, earlier dead letters passed through."""
+    run_id = uuid.uuid4().hex[:6]
+    items = []
+    for i in range(7):
+        raw = json.dumps(_event(f"{run_id}-{i}")).encode()
+        items.append(ParsedEvent(parse_event(raw), raw, SourcePosition("t", 0, i, i), 1_000 + i))
+    items.append(DeadLetter(reason="bad", stage="parse", payload=b"x", source=SourcePosition("t", 0, 7, 7)))
+
+    def check(outputs):
+        scored = sorted(o.parsed.event.txn_id for o in outputs if isinstance(o, ScoredEvent))
+        letters = [o for o in outputs if isinstance(o, DeadLetter)]
+        assert scored == sorted(f"{run_id}-{i}" for i in range(7))
+        assert [d.reason for d in letters] == ["bad"]
+
+    with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner") as p:
+        out = p | beam.Create(items) | make_client(client, scoring_service.url, batch_size=3)
+        assert_that(out, check)

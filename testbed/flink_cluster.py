@@ -1,0 +1,197 @@
+"""A local Flink 1.19 session cluster (JobManager + one TaskManager) on localhost.
+
+No tarball download: `apache-flink` + `apache-flink-libraries` from PyPI hold a full
+Flink distribution (pyflink/bin, lib, conf). They are installed with --no-deps into
+their own venv (.flink-venv), because apache-flink's Python requirements clash with
+this project's Beam. The cluster gets its own config dir, logs and pid files under
+.cache/run/flink, so the installed distribution is never edited.
+
+    python -m testbed.flink_cluster up [--rest-port 8081]
+    python -m testbed.flink_cluster status | down
+
+Pipelines reach it with `--runner=FlinkRunner --flink_master=localhost:8081
+--flink_version=1.19 --flink_job_server_jar=<jar>` (see testbed.flink_jobserver).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+FLINK_VERSION = "1.19.3"  # newest 1.19.x on PyPI; its minor must match flink_jobserver.FLINK_MINOR
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV = REPO_ROOT / ".flink-venv"
+RUN_DIR = REPO_ROOT / ".cache" / "run" / "flink"
+DEFAULT_REST_PORT = 8081
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
+
+# Sized for a 2-core / 24 GB machine: two slots so a job and a smoke test can share it.
+CLUSTER_CONFIG: dict[str, str | int] = {
+    "jobmanager.rpc.address": "localhost",
+    "jobmanager.bind-host": "localhost",
+    "jobmanager.memory.process.size": "1024m",
+    "taskmanager.bind-host": "localhost",
+    "taskmanager.host": "localhost",
+    "taskmanager.numberOfTaskSlots": 2,
+    "taskmanager.memory.process.size": "2048m",
+    "parallelism.default": 1,
+    "rest.address": "localhost",
+    "rest.bind-address": "localhost",
+    # A failing job should fail, not restart forever (Flink's default once checkpointing is on).
+    "restart-strategy.type": "fixed-delay",
+    "restart-strategy.fixed-delay.attempts": 3,
+    "restart-strategy.fixed-delay.delay": "2 s",
+}
+
+
+class ClusterError(RuntimeError):
+    """The distribution could not be installed or the cluster did not start/stop; says why."""
+
+
+def flink_home(venv: Path = VENV) -> Path:
+    """The pyflink package dir of the Flink venv: a complete FLINK_HOME."""
+    homes = sorted(venv.glob("lib/python3*/site-packages/pyflink"))
+    if not homes or not (homes[-1] / "bin" / "start-cluster.sh").is_file():
+        raise ClusterError(f"no Flink distribution in {venv}: run `python -m testbed.flink_cluster up` to install it")
+    return homes[-1]
+
+
+def _installed_version(home: Path) -> str | None:
+    match = re.search(r'__version__\s*=\s*"([^"]+)"', (home / "version.py").read_text())
+    return match.group(1) if match else None
+
+
+def install(venv: Path = VENV, version: str = FLINK_VERSION) -> Path:
+    """Install apache-flink + apache-flink-libraries (no deps) into their own venv unless present."""
+    try:
+        home = flink_home(venv)
+        if _installed_version(home) == version:
+            return home
+    except ClusterError:
+        pass
+    if not (venv / "bin" / "pip").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    cmd = [str(venv / "bin" / "pip"), "install", "-q", "--no-deps",
+           f"apache-flink=={version}", f"apache-flink-libraries=={version}"]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        raise ClusterError(f"pip could not install apache-flink=={version} into {venv}")
+    return flink_home(venv)
+
+
+def _java_opts(home: Path) -> str:
+    """The distribution's `env.java.opts.all` (the --add-opens list Flink needs on Java 17)."""
+    match = re.search(r"^\s+all:\s*(--add-\S.*)$", (home / "conf" / "config.yaml").read_text(), re.MULTILINE)
+    if not match:
+        raise ClusterError(f"cannot find env.java.opts.all in {home / 'conf' / 'config.yaml'}")
+    return match.group(1).strip()
+
+
+def write_config(home: Path, rest_port: int, run_dir: Path = RUN_DIR) -> Path:
+    """Write this cluster's conf dir (flattened config.yaml + the distribution's log4j files)."""
+    conf = run_dir / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties"):
+        shutil.copyfile(home / "conf" / name, conf / name)
+    (conf / "masters").write_text(f"localhost:{rest_port}\n")
+    (conf / "workers").write_text("localhost\n")
+    settings = {**CLUSTER_CONFIG, "rest.port": rest_port, "env.java.opts.all": _java_opts(home),
+                "io.tmp.dirs": str(run_dir / "tmp")}
+    (run_dir / "tmp").mkdir(exist_ok=True)
+    (conf / "config.yaml").write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
+    return conf
+
+
+def _env(home: Path, run_dir: Path) -> dict[str, str]:
+    for sub in ("log", "pid"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "FLINK_HOME": str(home), "FLINK_CONF_DIR": str(run_dir / "conf"),
+            "FLINK_LOG_DIR": str(run_dir / "log"), "FLINK_PID_DIR": str(run_dir / "pid")}
+
+
+def overview(rest_port: int = DEFAULT_REST_PORT) -> dict[str, object] | None:
+    """The REST `/v1/overview` document, or None when nothing answers on the port."""
+    try:
+        with urllib.request.urlopen(f"http://localhost:{rest_port}/v1/overview", timeout=2) as resp:
+            return json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _start(rest_port: int, run_dir: Path) -> None:
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise ClusterError("java not found: install a JDK 11 or 17 (e.g. apt-get install openjdk-17-jdk-headless)")
+    home = install()
+    write_config(home, rest_port, run_dir)
+    proc = subprocess.run([str(home / "bin" / "start-cluster.sh")], env=_env(home, run_dir),
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ClusterError(f"start-cluster.sh exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+
+
+def up(rest_port: int = DEFAULT_REST_PORT, run_dir: Path = RUN_DIR) -> dict[str, object]:
+    """Start the cluster (unless one answers already) and return its overview once
+    >= 1 TaskManager has registered."""
+    if overview(rest_port) is None:
+        _start(rest_port, run_dir)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        current = overview(rest_port)
+        if current and int(current.get("taskmanagers", 0)) >= 1:
+            return current
+        time.sleep(0.5)
+    raise ClusterError(f"no TaskManager registered on localhost:{rest_port} after {READY_TIMEOUT_S:.0f} s "
+                       f"(logs: {run_dir / 'log'})")
+
+
+def down(rest_port: int = DEFAULT_REST_PORT, run_dir: Path = RUN_DIR) -> None:
+    """Stop the cluster started by `up` (pid files in run_dir) and wait until REST is gone."""
+    home = flink_home()
+    if not (run_dir / "conf").is_dir():
+        return
+    subprocess.run([str(home / "bin" / "stop-cluster.sh")], env=_env(home, run_dir),
+                   capture_output=True, text=True, check=False)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while overview(rest_port) is not None:
+        if time.monotonic() > deadline:
+            raise ClusterError(f"Flink still answers on localhost:{rest_port} {STOP_TIMEOUT_S:.0f} s after stop-cluster.sh")
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.flink_cluster", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--rest-port", type=int, default=DEFAULT_REST_PORT)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            started = time.monotonic()
+            info = up(args.rest_port)
+            print(f"Flink {info.get('flink-version')} on http://localhost:{args.rest_port}: "
+                  f"{info.get('taskmanagers')} TaskManager(s), {info.get('slots-total')} slots "
+                  f"({time.monotonic() - started:.1f} s)")
+        elif args.command == "down":
+            down(args.rest_port)
+            print("Flink cluster stopped")
+        else:
+            info = overview(args.rest_port)
+            if info is None:
+                print(f"no Flink cluster on localhost:{args.rest_port}")
+                return 1
+            print(json.dumps(info))
+    except ClusterError as err:
+        print(f"flink_cluster: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
