@@ -87,8 +87,12 @@ demo: venv kafka-jars ## Start Kafka + scoring service, produce the seed's workl
 
 # ---- Flink / Prism -----------------------------------------------------------
 FLINK_REST_PORT ?= 8081
+KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
+SCORING_URL ?= http://127.0.0.1:$(SCORING_PORT)
+CHECKPOINT_MS ?= 5000
+RUN_ARGS ?=
 
-.PHONY: flink-jar prism flink-up flink-down
+.PHONY: flink-jar prism flink-up flink-down run-flink
 
 flink-jar: venv ## Build the Beam Flink 1.19 job-server jar into .cache/flink once (needs java and mvn)
 	$(PY) -m testbed.flink_jobserver build
@@ -101,6 +105,13 @@ flink-up: venv flink-jar ## Start a local Flink 1.19 session cluster on localhos
 
 flink-down: venv ## Stop the local Flink session cluster
 	$(PY) -m testbed.flink_cluster down --rest-port $(FLINK_REST_PORT)
+
+run-flink: venv flink-jar ## Stream the job on the local Flink cluster (needs flink-up, kafka-up, service-up; Ctrl-C stops; RUN_ARGS="...")
+	$(PY) -m pipelines.enrich_payments --runner=FlinkRunner \
+		--flink_master=localhost:$(FLINK_REST_PORT) --flink_version=1.19 \
+		--flink_job_server_jar=$$($(PY) -m testbed.flink_jobserver build) \
+		--environment_type=LOOPBACK --streaming --checkpointing_interval=$(CHECKPOINT_MS) \
+		--bootstrap_servers=$(KAFKA_BOOTSTRAP) --scoring_url=$(SCORING_URL) $(RUN_ARGS)
 
 # ---- Benchmark ---------------------------------------------------------------
 BENCH_ARGS ?=

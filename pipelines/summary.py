@@ -71,7 +71,7 @@ class RunSummary:
                                                    for k in REQUEST_OUTCOMES)),
                 ("retries", self.counter("enrich/retries")),
                 ("time throttled (s)", f"{self.counter('enrich/throttled_ms') / 1000:.1f}"),
-                ("offset commits", self.counter("kafka_commit/commits"))]
+                ("committed-offset advances", self.counter("kafka_commit/commits"))]
         for name, dist in sorted(self.distributions.items()):
             if dist.get("count"):
                 rows.append((f"{name} mean/max", f"{dist['mean']:.1f} / {dist['max']:.0f}"))

@@ -11,7 +11,6 @@ build needs the network. Beam's Python FlinkRunner takes it through
 """
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import shutil
@@ -25,6 +24,7 @@ from types import TracebackType
 from typing import Sequence
 
 import grpc
+from testbed.cached_build import build_main
 
 BEAM_VERSION = version("apache-beam")  # the jar must match the installed SDK exactly
 FLINK_MINOR = "1.19"
@@ -159,17 +159,7 @@ class JobServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.flink_jobserver", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    build_cmd = sub.add_parser("build", help="build the job-server jar unless cached; print its path")
-    build_cmd.add_argument("--force", action="store_true", help="rebuild even if the jar exists")
-    args = parser.parse_args(argv)
-    try:
-        print(build(force=args.force))
-    except JobServerError as err:
-        print(f"flink_jobserver: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return build_main("flink_jobserver", __doc__.split("\n")[0], "job-server jar", build, JobServerError, argv)
 
 
 if __name__ == "__main__":

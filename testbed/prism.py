@@ -9,7 +9,6 @@ pipelines use it with `--runner=PrismRunner --prism_location=<binary>`.
 """
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import shutil
@@ -17,6 +16,7 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from testbed.cached_build import build_main
 
 BEAM_VERSION = version("apache-beam")  # Prism must match the installed SDK exactly
 GO_MODULE = "github.com/apache/beam/sdks/v2"
@@ -65,17 +65,7 @@ def runner_args(binary: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.prism", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    build_cmd = sub.add_parser("build", help="build the Prism binary unless cached; print its path")
-    build_cmd.add_argument("--force", action="store_true", help="rebuild even if the binary exists")
-    args = parser.parse_args(argv)
-    try:
-        print(build(force=args.force))
-    except PrismBuildError as err:
-        print(f"prism: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return build_main("prism", __doc__.split("\n")[0], "Prism binary", build, PrismBuildError, argv)
 
 
 if __name__ == "__main__":
