@@ -24,7 +24,7 @@ venv: $(VENV)/.installed ## Create the virtualenv and install the package with i
 test-unit: venv ## Unit tests only (no broker, no service)
 	$(PY) -m pytest tests/unit -q
 
-test: venv kafka-jars ## Set up everything, then run the whole test suite
+test: venv kafka-jars $(VENV)/.bench-installed ## Set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
 	$(PY) -m pytest tests -q
 
 clean: ## Remove the virtualenv and caches (jars are kept in .cache)

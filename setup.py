@@ -33,6 +33,8 @@ setup(
             "hypothesis>=6.100",
             "jsonschema>=4.20",
             "pyyaml>=6",
+            # Kubernetes JSON schemas for tests/unit/test_deploy_manifests.py (offline).
+            "kubernetes-validate>=1.30",
         ],
         "bench": [
             "matplotlib>=3.8",

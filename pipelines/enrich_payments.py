@@ -22,7 +22,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import (ConfigError, EnrichPaymentsOptions, is_streaming, parse_options, validate,
                               validate_runner)
-from pipelines.preflight import check_kafka, check_scoring_url, load_token
+from pipelines.preflight import check_kafka, check_scoring_url, check_token_source
 from pipelines.progress import ProgressReporter
 from pipelines.summary import RunSummary, summarize
 from transforms.control.batching import BatchPolicy
@@ -82,7 +82,7 @@ def scoring_config(opts: EnrichPaymentsOptions) -> ScoringConfig:
         min_rate=opts.min_rate, max_rate=opts.max_rate, max_attempts=opts.max_attempts,
         deadline_s=opts.batch_deadline, retry_budget_ratio=opts.retry_budget_ratio,
         request_timeout_s=opts.request_timeout,
-        token=load_token(opts.scoring_token_env, opts.scoring_token_file))
+        token_env=opts.scoring_token_env, token_file=opts.scoring_token_file)
 
 
 def default_scoring(opts: EnrichPaymentsOptions, streaming: bool) -> ScoreInBatches:
@@ -157,6 +157,7 @@ def prepare(argv: Optional[List[str]]) -> Tuple[PipelineOptions, EnrichPaymentsO
     conn = kafka_connection(opts)
     check_kafka(conn, [opts.input_topic, opts.output_topic, opts.dlq_topic])
     check_scoring_url(opts.scoring_url)
+    check_token_source(opts.scoring_token_env, opts.scoring_token_file)
     return options, opts, conn
 
 

@@ -5,7 +5,6 @@ surface minutes later as a worker stack trace (or a hang).
 """
 from __future__ import annotations
 
-import os
 import socket
 from typing import Iterable, Optional
 from urllib.parse import urlparse
@@ -14,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from pipelines.options import ConfigError
+from transforms.scoring_client import read_token
 from transforms.kafka_config import KafkaConnection, consumer_config, producer_config
 
 TIMEOUT_S = 10.0
@@ -49,12 +49,9 @@ def check_scoring_url(url: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"scoring service at {url} is not reachable ({e.strerror or e})") from None
 
 
-def load_token(env_var: Optional[str], path: Optional[str]) -> Optional[str]:
-    """The scoring token, from a file (wins) or an environment variable; never logged."""
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                return f.read().strip() or None
-        except OSError as e:
-            raise ConfigError(f"cannot read --scoring_token_file {path}: {e.strerror}") from None
-    return os.environ.get(env_var) if env_var else None
+def check_token_source(env_var: Optional[str], path: Optional[str]) -> None:
+    """Fails early if the token file is unreadable (workers read it again themselves)."""
+    try:
+        read_token(env_var, path)
+    except OSError as e:
+        raise ConfigError(f"cannot read --scoring_token_file {path}: {e.strerror}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import re
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -49,6 +50,19 @@ def parse_policy_rps(value: Optional[str]) -> Optional[float]:
         return None
     window = float(w.group(1)) if w else 1.0
     return float(q.group(1)) / window if window > 0 else None
+
+
+def read_token(env_var: Optional[str], path: Optional[str]) -> Optional[str]:
+    """The bearer token, from a file (wins) or an environment variable.
+
+    Read where the requests are made (on the worker), so the token never
+    travels inside the pipeline graph or the job jar; raises OSError if the
+    file cannot be read.
+    """
+    if path:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    return os.environ.get(env_var) if env_var else None
 
 
 class ScoringClient:

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from transforms.control.backoff import FullJitterBackoff
@@ -20,7 +20,7 @@ from transforms.control.rate_controller import CubicRateController
 from transforms.control.retry_budget import RetryBudget
 from transforms.control.throttle import AdaptiveThrottle, CallOutcome
 from transforms.events import ParsedEvent
-from transforms.scoring_client import ScoringClient
+from transforms.scoring_client import ScoringClient, read_token
 from transforms.telemetry import TELEMETRY
 
 
@@ -38,7 +38,9 @@ class ScoringConfig:
     backoff_base_s: float = 0.1
     backoff_cap_s: float = 10.0
     request_timeout_s: float = 10.0
-    token: Optional[str] = field(default=None, repr=False, compare=False)
+    # Where the worker reads the bearer token; the token itself never enters the pipeline.
+    token_env: Optional[str] = "SCORING_TOKEN"
+    token_file: Optional[str] = None
 
 
 @dataclass
@@ -65,7 +67,7 @@ class ScoringRuntime:
             budget=RetryBudget(ratio=config.retry_budget_ratio, min_per_s=config.retry_budget_min_per_s),
             backoff=FullJitterBackoff(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s),
             max_attempts=config.max_attempts, deadline_s=config.deadline_s)
-        self.client = ScoringClient(config.url, token=config.token, pool_size=config.max_in_flight,
+        self.client = ScoringClient(config.url, token=read_token(config.token_env, config.token_file), pool_size=config.max_in_flight,
                                     read_timeout_s=config.request_timeout_s)
         self.max_outstanding = 2 * config.max_in_flight
         self._slots = threading.BoundedSemaphore(self.max_outstanding)
