@@ -1,4 +1,4 @@
-"""The drain of the pipeline issue on the other runners: Flink (embedded, batch) and Prism."""
+"""The drain of the pipeline issue on the other runners: Flink (embedded, batch) runs it; Prism is refused."""
 from __future__ import annotations
 
 import json
@@ -43,16 +43,12 @@ def test_drain_on_flink(flink_job_server_jar, bootstrap_servers, topics, scoring
     assert_drained(bootstrap_servers, topics, "g-flink-drain", produced)
 
 
-def test_drain_on_prism(prism_binary, bootstrap_servers, topics, scoring_service) -> None:
-    produced = produce_events(bootstrap_servers, topics["in"], count=2_000, malformed_fraction=0.01, seed=32)
-    run(["--runner=PrismRunner", f"--prism_location={prism_binary}",
-         *job_args(bootstrap_servers, topics, scoring_service.url, "g-prism-drain")])
-    assert_drained(bootstrap_servers, topics, "g-prism-drain", produced)
-
-
-def test_streaming_on_prism_is_refused_with_a_reason(prism_binary) -> None:
+@pytest.mark.parametrize("mode", [[], ["--streaming"]])
+def test_prism_is_refused_with_the_reason(prism_binary, mode) -> None:
+    """A drain on Prism 2.62 lost 11 of 1,980 events (1 run in 3 in CI), and
+    Prism cannot run the streaming committer's finalizer: both modes are refused, before anything runs."""
     proc = subprocess.run([sys.executable, "-m", "pipelines.enrich_payments", "--runner=PrismRunner",
-                           f"--prism_location={prism_binary}", "--streaming"],
+                           f"--prism_location={prism_binary}", *mode],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: --streaming on Prism")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: PrismRunner is refused")
