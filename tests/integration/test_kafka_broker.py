@@ -115,7 +115,9 @@ def test_produce_cli_paced_with_manifest(bootstrap_servers: str, kafka_topic: To
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1 and "produced 1,000 events (20 malformed)" in result.stdout
     rate = float(re.search(r"= ([\d,]+) events/s", result.stdout).group(1).replace(",", ""))  # type: ignore[union-attr]
-    assert 1_700 < rate < 2_100  # paced, not a burst
+    # Paced, not a burst: never above the target (+5 %). No lower bound: on a loaded
+    # 2-core machine the producer may fall behind, and that is a speed, not a property.
+    assert rate < 2_100
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert [line["seq"] for line in lines] == list(range(1_000))
     assert Counter(line["kind"] for line in lines)["valid"] == 980
