@@ -16,7 +16,6 @@ import time
 from typing import Iterator, List, Optional, Tuple
 
 import apache_beam as beam
-from confluent_kafka import Consumer, TopicPartition
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
@@ -26,11 +25,11 @@ from pipelines.preflight import check_kafka, check_scoring_url, check_token_sour
 from pipelines.progress import ProgressReporter
 from pipelines.summary import RunSummary, summarize
 from transforms.control.batching import BatchPolicy
-from transforms.kafka_config import (SECURITY_KEYS, KafkaConnection, consumer_config, parse_properties,
-                                     with_retries)
+from transforms.kafka_config import SECURITY_KEYS, KafkaConnection, parse_properties
 from transforms.kafka_read import ReadFromKafka
 from transforms.kafka_write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
+from transforms.monitoring.lag import LagProbe
 from transforms.offset_commit import CommitOffsets
 from transforms.outputs import to_record
 from transforms.parse import ParseEvents
@@ -109,18 +108,11 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, score: Optional[bea
 
 def backlog(conn: KafkaConnection, topic: str) -> int:
     """Offsets between the group's committed position (else the log start) and the end, summed."""
-    consumer = Consumer(consumer_config(conn))
+    probe = LagProbe(conn, topic, timeout_s=30, retry_s=60)
     try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        committed = with_retries(lambda: consumer.committed(
-            [TopicPartition(topic, p) for p in sorted(partitions)], timeout=30))
-        total = 0
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=30)
-            total += high - (tp.offset if low <= tp.offset <= high else low)
-        return total
+        return sum(p.lag for p in probe.sample(with_age=False))
     finally:
-        consumer.close()
+        probe.close()
 
 
 def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool) -> Iterator[Optional[int]]:

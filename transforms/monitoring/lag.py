@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, TopicPartition
 
-from transforms.kafka_config import KafkaConnection, consumer_config
+from transforms.kafka_config import KafkaConnection, consumer_config, with_retries
 from transforms.telemetry import Telemetry
 
 
@@ -53,11 +53,13 @@ class PartitionLag:
 class LagProbe:
     """One consumer, reused across samples; a sample costs 2 + partitions requests (+ one fetch)."""
 
-    def __init__(self, conn: KafkaConnection, topic: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, conn: KafkaConnection, topic: str, timeout_s: float = 5.0, retry_s: float = 0.0) -> None:
+        """`retry_s` > 0 retries transient errors (e.g. a fresh broker's coordinator loading)."""
         config = consumer_config(conn)
         config.update({"log_level": 0, "enable.partition.eof": False})  # errors surface as exceptions
         self._consumer = Consumer(config)
         self._topic, self._timeout_s, self._servers = topic, timeout_s, conn.bootstrap_servers
+        self._retry_s = retry_s
 
     def close(self) -> None:
         self._consumer.close()
@@ -65,7 +67,8 @@ class LagProbe:
     def sample(self, with_age: bool = True) -> List[PartitionLag]:
         partitions = self._partitions()
         try:
-            committed = self._consumer.committed(partitions, timeout=self._timeout_s)
+            committed = with_retries(lambda: self._consumer.committed(partitions, timeout=self._timeout_s),
+                                     timeout_s=self._retry_s)
             marks = {tp.partition: self._consumer.get_watermark_offsets(tp, timeout=self._timeout_s, cached=False)
                      for tp in partitions}
         except KafkaException as e:
