@@ -46,7 +46,7 @@ def main(argv: List[str] | None = None) -> int:
     broker = KafkaBroker(workdir / "kafka", stop_with_parent=True)
     service = ScoringServiceProcess(service_args(rate=args.capacity_rps), log_dir=workdir)
     try:
-        print(f"starting Kafka ... ", end="", flush=True)
+        print("starting Kafka ... ", end="", flush=True)
         print(f"up on {broker.bootstrap_servers} in {broker.start():.1f} s")
         service.start()
         print(f"scoring service on {service.url}, capacity {args.capacity_rps:.0f} req/s "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from testbed.scoring.faults import Fault, FaultError, parse_faults
+from testbed.scoring.faults import Fault, parse_faults
 
 TOKEN_ENV = "SCORING_TOKEN"
 

@@ -15,7 +15,7 @@ from testbed.kafka_admin import consume_all
 from testbed.kafka_broker import free_ports
 from testbed.produce import produce_events
 from tests.integration.reliability_support import (
-    FNAPI, fully_committed, job_args, make_topics, run_job, txn_ids)
+    fully_committed, job_args, make_topics, run_job, txn_ids)
 
 pytestmark = pytest.mark.integration
 
