@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 CACHE := .cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv test test-unit demo clean
+.PHONY: help venv lint test test-unit demo clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,10 +21,14 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed ## Create the virtualenv and install the package with its test extras
 
-test-unit: venv ## Unit tests only (no broker, no service)
+lint: venv ## ruff (ruff.toml) over the tree, mypy (mypy.ini) over the pure control logic
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test-unit: venv ## Unit tests only (no broker, no service; includes the Beam glue on the FnApiRunner)
 	$(PY) -m pytest tests/unit -q
 
-test: venv kafka-jars $(VENV)/.bench-installed ## Set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
+test: lint kafka-jars $(VENV)/.bench-installed ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
 	$(PY) -m pytest tests -q
 
 clean: ## Remove the virtualenv and caches (jars are kept in .cache)

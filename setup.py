@@ -35,6 +35,9 @@ setup(
             "pyyaml>=6",
             # Kubernetes JSON schemas for tests/unit/test_deploy_manifests.py (offline).
             "kubernetes-validate>=1.30",
+            # `make lint` (pinned: a new rule set must not turn a clean tree red on its own).
+            "ruff==0.17.5",
+            "mypy==2.4.1",
         ],
         "bench": [
             "matplotlib>=3.8",

@@ -6,11 +6,13 @@ Bad values end the job before it starts with one line and exit code 2:
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
 from urllib.parse import urlparse
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.options.pipeline_options import _BeamArgumentParser  # noqa: the parser Beam itself uses
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,  # the parser Beam itself uses
+)
 
 from transforms.monitoring.config import MIN_INTERVAL_S
 
@@ -89,7 +91,7 @@ class _OneLineParser(_BeamArgumentParser):
         raise ConfigError(" ".join(message.split()))
 
 
-def parse_options(argv: Optional[List[str]]) -> PipelineOptions:
+def parse_options(argv: list[str] | None) -> PipelineOptions:
     """Parses argv strictly: unknown flags are errors (except for portable runners)."""
     parser = _OneLineParser(allow_abbrev=False)
     for cls in PipelineOptions.__subclasses__():
@@ -101,7 +103,7 @@ def parse_options(argv: Optional[List[str]]) -> PipelineOptions:
     return PipelineOptions(argv or [])
 
 
-def _add_all(cls: type, parser: argparse.ArgumentParser, seen: Optional[set] = None) -> None:
+def _add_all(cls: type, parser: argparse.ArgumentParser, seen: set | None = None) -> None:
     seen = set() if seen is None else seen
     if cls in seen:
         return
@@ -156,7 +158,7 @@ def validate_monitoring(opts: EnrichPaymentsOptions) -> None:
         raise ConfigError("--gcp_project must not be empty")
 
 
-def validate_runner(options: PipelineOptions, argv: List[str]) -> None:
+def validate_runner(options: PipelineOptions, argv: list[str]) -> None:
     """Streaming on Flink commits offsets in bundle finalization, which runs only after a
     completed checkpoint: without checkpointing nothing would ever be committed."""
     runner = (options.view_as(StandardOptions).runner or "").split(".")[-1]

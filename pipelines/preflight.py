@@ -6,15 +6,15 @@ surface minutes later as a worker stack trace (or a hang).
 from __future__ import annotations
 
 import socket
-from typing import Iterable, Optional
+from collections.abc import Iterable
 from urllib.parse import urlparse
 
-from confluent_kafka.admin import AdminClient
 from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from pipelines.options import ConfigError
-from transforms.scoring_client import read_token
-from transforms.kafka_config import KafkaConnection, consumer_config, producer_config
+from transforms.kafka.connection import KafkaConnection, consumer_config, producer_config
+from transforms.scoring.client import read_token
 
 TIMEOUT_S = 10.0
 
@@ -49,7 +49,7 @@ def check_scoring_url(url: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"scoring service at {url} is not reachable ({e.strerror or e})") from None
 
 
-def check_token_source(env_var: Optional[str], path: Optional[str]) -> None:
+def check_token_source(env_var: str | None, path: str | None) -> None:
     """Fails early if the token file is unreadable (workers read it again themselves)."""
     try:
         read_token(env_var, path)

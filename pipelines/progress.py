@@ -12,16 +12,17 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from transforms.kafka_config import KafkaConnection
-from transforms.monitoring.lag import KafkaUnreachable, LagProbe, TopicMissing
-from transforms.telemetry import TELEMETRY, Snapshot, Telemetry
+from transforms.kafka.connection import KafkaConnection
+from transforms.kafka.lag import KafkaUnreachable, LagProbe, TopicMissing
+from transforms.monitoring.telemetry import TELEMETRY, Snapshot, Telemetry
 
 _LOG = logging.getLogger(__name__)
 
@@ -30,29 +31,29 @@ _LOG = logging.getLogger(__name__)
 class _Sample:
     at: float
     snapshot: Snapshot
-    lag: Optional[int]
+    lag: int | None
 
 
-def _format_eta(seconds: Optional[float]) -> str:
+def _format_eta(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
 
 
 class ProgressReporter:
-    def __init__(self, interval_s: float, probe: Optional[LagProbe], telemetry: Telemetry = TELEMETRY,
-                 out: Optional[TextIO] = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval_s: float, probe: LagProbe | None, telemetry: Telemetry = TELEMETRY,
+                 out: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval_s, self._probe, self._telemetry, self._clock = interval_s, probe, telemetry, clock
         self._out = out or sys.stdout  # resolved now, not at import (tests and tools swap sys.stdout)
         self._console = Console(file=self._out, highlight=False)
-        self._live: Optional[Live] = None
+        self._live: Live | None = None
         self._started = clock()
         self._previous = _Sample(self._started, telemetry.snapshot(), None)
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     @classmethod
-    def start_for(cls, opts, conn: KafkaConnection) -> "ProgressReporter":
+    def start_for(cls, opts, conn: KafkaConnection) -> ProgressReporter:
         """Started reporter for the job's options (a no-op one when --progress_interval=0)."""
         interval = opts.progress_interval
         reporter = cls(interval, LagProbe(conn, opts.input_topic) if interval > 0 else None)
@@ -110,7 +111,7 @@ class ProgressReporter:
                 f"rate {gauge('rate_limit_rps', ',.1f')} rps | 429 {share_429:.1%} | "
                 f"lag {'?' if lag is None else f'{lag:,}'} | ETA {_format_eta(eta)}")
 
-    def _total_lag(self) -> Optional[int]:
+    def _total_lag(self) -> int | None:
         if self._probe is None:
             return None
         try:

@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
 
-from transforms.kafka_config import KafkaConnection, parse_properties
-from transforms.monitoring.lag import KafkaUnreachable, LagProbe, PartitionLag, TopicMissing
+from transforms.kafka.connection import KafkaConnection, parse_properties
+from transforms.kafka.lag import KafkaUnreachable, LagProbe, PartitionLag, TopicMissing
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NO_TOPIC = 0, 2, 3, 4
 
@@ -39,12 +39,12 @@ _SEVERITY = (STALLED, GROWING, HOLDING, DRAINING, CAUGHT_UP, IDLE)  # worst firs
 @dataclass(frozen=True)
 class PartitionStatus:
     partition: int
-    committed: Optional[int]
+    committed: int | None
     end: int
     lag: int
     lag_change: int                 # second sample minus first
     drain_per_s: float              # committed offsets advanced per second
-    oldest_age_s: Optional[float]   # age of the oldest unprocessed event (None: unknown)
+    oldest_age_s: float | None   # age of the oldest unprocessed event (None: unknown)
     verdict: str
 
 
@@ -59,7 +59,7 @@ def verdict(first: PartitionLag, second: PartitionLag) -> str:
 
 
 def assess(first: Sequence[PartitionLag], second: Sequence[PartitionLag], interval_s: float,
-           now_s: float) -> List[PartitionStatus]:
+           now_s: float) -> list[PartitionStatus]:
     before = {p.partition: p for p in first}
     out = []
     for p in second:
@@ -75,7 +75,7 @@ def overall(statuses: Sequence[PartitionStatus]) -> str:
 
 
 def sample_twice(probe: LagProbe, interval_s: float,
-                 sleep: Callable[[float], None] = time.sleep) -> List[PartitionStatus]:
+                 sleep: Callable[[float], None] = time.sleep) -> list[PartitionStatus]:
     first = probe.sample(with_age=False)
     sleep(interval_s)
     return assess(first, probe.sample(with_age=True), interval_s, time.time())
@@ -95,13 +95,13 @@ def render(topic: str, group: str, interval_s: float, statuses: Sequence[Partiti
     return "\n".join(rows)
 
 
-def _age(seconds: Optional[float]) -> str:
+def _age(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}min"
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.status", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 printed, 2 bad arguments, 3 broker unreachable, "
                                             "4 topic missing")
@@ -122,7 +122,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[List[str]] = None, sleep: Callable[[float], None] = time.sleep) -> int:
+def main(argv: list[str] | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
     args = parse_args(argv)
     conn = KafkaConnection(args.bootstrap_servers, group_id=args.group, properties=args.properties)
     probe = LagProbe(conn, args.topic, timeout_s=args.timeout)

@@ -1,32 +1,39 @@
-"""The end-of-run summary: Beam metrics folded into one table and one JSON document."""
+"""The end-of-run summary: Beam metrics folded into one table and one JSON document.
+
+Counters are stored under their Beam names (`enrich/events_in`, as the JSON
+shows them) and looked up by catalogue name (`summary.counter("events_in")`),
+so a misspelt name fails instead of reading as zero.
+"""
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict
+from typing import Any
 
 from apache_beam.runners.runner import PipelineResult
 from rich.console import Console
 from rich.table import Table
 
-from transforms.throttled_scoring import REQUEST_OUTCOMES
+from transforms.monitoring.catalogue import CATALOGUE
+from transforms.scoring.codec import REQUEST_OUTCOMES
 
 
 @dataclass
 class RunSummary:
     wall_s: float
-    counters: Dict[str, int] = field(default_factory=dict)
-    distributions: Dict[str, Dict[str, float]] = field(default_factory=dict)
-    gauges: Dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    distributions: dict[str, dict[str, float]] = field(default_factory=dict)
+    gauges: dict[str, int] = field(default_factory=dict)
 
-    def counter(self, name: str) -> int:
-        return self.counters.get(name, 0)
+    def counter(self, name: str, **labels: object) -> int:
+        """A catalogued counter's total (`counter("requests", outcome="429")`); KeyError if not catalogued."""
+        return self.counters.get(CATALOGUE[name].beam_key(**labels), 0)
 
     @property
     def attempts(self) -> int:
-        return sum(self.counter(f"enrich/requests_{k}") for k in REQUEST_OUTCOMES)
+        return sum(self.counter("requests", outcome=k) for k in REQUEST_OUTCOMES)
 
-    def add(self, other: "RunSummary") -> None:
+    def add(self, other: RunSummary) -> None:
         """Fold in the summary of a later run of the same job (a drain in chunks)."""
         self.wall_s += other.wall_s
         for name, value in other.counters.items():
@@ -41,16 +48,16 @@ class RunSummary:
             mine["mean"] = mine["sum"] / mine["count"]
         self.gauges.update(other.gauges)
 
-    def derived(self) -> Dict[str, float]:
-        batches = self.counter("enrich/batches")
+    def derived(self) -> dict[str, float]:
+        batches = self.counter("batches")
         attempts = self.attempts
         return {
-            "events_per_s": self.counter("enrich/events_scored") / self.wall_s if self.wall_s else 0.0,
+            "events_per_s": self.counter("events_scored") / self.wall_s if self.wall_s else 0.0,
             "attempts_per_batch": attempts / batches if batches else 0.0,
-            "share_429": self.counter("enrich/requests_429") / attempts if attempts else 0.0,
+            "share_429": self.counter("requests", outcome="429") / attempts if attempts else 0.0,
         }
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return dict(asdict(self), derived=self.derived())
 
     def write_json(self, path: str) -> None:
@@ -61,17 +68,17 @@ class RunSummary:
         table = Table(title=f"payment enrichment: {self.wall_s:.1f} s")
         table.add_column("metric")
         table.add_column("value", justify="right")
-        rows = [("events read", self.counter("enrich/events_in")),
-                ("events scored", self.counter("enrich/events_scored")),
-                ("dead letters (parse)", self.counter("enrich/parse_dead_letters")),
-                ("dead letters (scoring)", self.counter("enrich/score_dead_letters")),
-                ("records written", self.counter("kafka_write/records")),
-                ("batches", self.counter("enrich/batches")),
-                ("requests by outcome", ", ".join(f"{k}={self.counter(f'enrich/requests_{k}')}"
+        rows = [("events read", self.counter("events_in")),
+                ("events scored", self.counter("events_scored")),
+                ("dead letters (parse)", self.counter("parse_dead_letters")),
+                ("dead letters (scoring)", self.counter("score_dead_letters")),
+                ("records written", self.counter("records_written")),
+                ("batches", self.counter("batches")),
+                ("requests by outcome", ", ".join(f"{k}={self.counter('requests', outcome=k)}"
                                                    for k in REQUEST_OUTCOMES)),
-                ("retries", self.counter("enrich/retries")),
-                ("time throttled (s)", f"{self.counter('enrich/throttled_ms') / 1000:.1f}"),
-                ("committed-offset advances", self.counter("kafka_commit/commits"))]
+                ("retries", self.counter("retries")),
+                ("time throttled (s)", f"{self.counter('throttled_ms') / 1000:.1f}"),
+                ("committed-offset advances", self.counter("offset_commits"))]
         for name, dist in sorted(self.distributions.items()):
             if dist.get("count"):
                 rows.append((f"{name} mean/max", f"{dist['mean']:.1f} / {dist['max']:.0f}"))

@@ -15,7 +15,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import List
 
 from pipelines.enrich_payments import run
 from testbed.kafka_admin import committed_offsets, create_topic, end_offsets
@@ -33,7 +32,7 @@ def lag(bootstrap: str) -> int:
     return sum(end - (committed.get(p) or 0) for p, end in ends.items())
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0, help="How long to produce at the intake rate.")
     parser.add_argument("--intake_per_min", type=float, default=100_000, help="Intake rate (events/min).")
@@ -56,7 +55,7 @@ def main(argv: List[str] | None = None) -> int:
         create_topic(bs, TOPICS["out"], partitions=4)
         create_topic(bs, TOPICS["dlq"], partitions=1)
 
-        produced: List[ProduceSummary] = []
+        produced: list[ProduceSummary] = []
         producer = threading.Thread(target=lambda: produced.append(produce_events(
             bs, TOPICS["in"], rate_per_s=args.intake_per_min / 60, duration_s=args.seconds,
             malformed_fraction=0.01, seed=1, keep_ids=False)), daemon=True)

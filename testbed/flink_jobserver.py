@@ -18,12 +18,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
 
 import grpc
+
 from testbed.cached_build import build_main
 
 BEAM_VERSION = version("apache-beam")  # the jar must match the installed SDK exactly

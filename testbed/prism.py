@@ -16,6 +16,7 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+
 from testbed.cached_build import build_main
 
 BEAM_VERSION = version("apache-beam")  # Prism must match the installed SDK exactly

@@ -1,18 +1,27 @@
-"""The payment event schema: parse and validate raw Kafka values.
+"""Payment events on their way through the job: the schema and its validation, `ParseEvents`
+(the step that applies it), and what scoring turns a parsed event into (`ScoredEvent` or `DeadLetter`).
 
 Anything that is not a well-formed event raises `InvalidEvent` with a one-line
-reason; the pipeline turns it into a dead letter, so nothing is dropped silently.
+reason, and `ParseEvents` turns it into a dead letter, so nothing is dropped
+silently. Valid events and dead letters travel in one PCollection: on the
+FnApiRunner a Flatten (needed to merge tagged outputs before the single Kafka
+writer) breaks stage fusion, and an unfused drain reads the whole backlog into
+memory before scoring any of it.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Dict, Optional
+from typing import Any
 
-from transforms.records import SourcePosition
+import apache_beam as beam
+
+from transforms.kafka.records import KafkaRecord, SourcePosition
+from transforms.monitoring import metrics
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
@@ -36,7 +45,7 @@ class PaymentEvent:
     currency: str
     event_time: str
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -49,7 +58,28 @@ class ParsedEvent:
     timestamp_ms: int
 
 
-def parse_event(value: Optional[bytes]) -> PaymentEvent:
+@dataclass(frozen=True)
+class ScoredEvent:
+    parsed: ParsedEvent
+    score: float
+    decision: str
+    model_version: str
+    enrichment_latency_ms: float   # from batch submission to the successful response
+    attempts: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    stage: str                     # "parse" or "score"
+    payload: bytes | None
+    source: SourcePosition
+    txn_id: str | None = None
+    attempts: int = 0
+    last_status: int | None = None
+
+
+def parse_event(value: bytes | None) -> PaymentEvent:
     if value is None or len(value) == 0:
         raise InvalidEvent("empty message")
     if len(value) > MAX_MESSAGE_BYTES:
@@ -87,3 +117,28 @@ def parse_event(value: Optional[bytes]) -> PaymentEvent:
     return PaymentEvent(txn_id=doc["txn_id"], account_id=doc["account_id"], card_id=doc["card_id"],
                         merchant=doc["merchant"], amount=float(amount), currency=doc["currency"],
                         event_time=doc["event_time"])
+
+
+_EVENTS_IN = metrics.counter("events_in")
+_EVENTS_VALID = metrics.counter("events_valid")
+_PARSE_DEAD_LETTERS = metrics.counter("parse_dead_letters")
+
+
+class _ParseFn(beam.DoFn):
+    def process(self, record: KafkaRecord) -> Iterator[ParsedEvent | DeadLetter]:
+        _EVENTS_IN.inc()
+        try:
+            event = parse_event(record.value)
+        except InvalidEvent as e:
+            _PARSE_DEAD_LETTERS.inc()
+            yield DeadLetter(reason=str(e), stage="parse", payload=record.value, source=record.position)
+            return
+        _EVENTS_VALID.inc()
+        yield ParsedEvent(event, record.value or b"", record.position, record.timestamp_ms)
+
+
+class ParseEvents(beam.PTransform):
+    """KafkaRecord -> ParsedEvent | DeadLetter."""
+
+    def expand(self, records):
+        return records | "Parse" >> beam.ParDo(_ParseFn())

@@ -1,43 +1,21 @@
-"""What the pipeline writes: enriched events and dead letters, as Kafka records keyed by txn_id."""
+"""How results and dead letters are written: Kafka records keyed by txn_id, JSON values."""
 from __future__ import annotations
 
 import base64
 import json
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
-from transforms.events import ParsedEvent
-from transforms.records import OutboundRecord, SourcePosition
+from transforms.events import DeadLetter, ScoredEvent
+from transforms.kafka.records import OutboundRecord
 
 # Dead letters keep at most this much of the original payload, so a hostile
 # 1 MB message cannot make its own dead letter too large for the broker.
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 
 
-@dataclass(frozen=True)
-class ScoredEvent:
-    parsed: ParsedEvent
-    score: float
-    decision: str
-    model_version: str
-    enrichment_latency_ms: float   # from batch submission to the successful response
-    attempts: int
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    reason: str
-    stage: str                     # "parse" or "score"
-    payload: Optional[bytes]
-    source: SourcePosition
-    txn_id: Optional[str] = None
-    attempts: int = 0
-    last_status: Optional[int] = None
-
-
 def result_record(scored: ScoredEvent, topic: str) -> OutboundRecord:
-    doc: Dict[str, Any] = scored.parsed.event.to_dict()
+    doc: dict[str, Any] = scored.parsed.event.to_dict()
     doc.update(score=scored.score, decision=scored.decision, model_version=scored.model_version,
                enrichment_latency_ms=round(scored.enrichment_latency_ms, 3), attempts=scored.attempts,
                scored_at_ms=int(time.time() * 1000))
@@ -47,7 +25,7 @@ def result_record(scored: ScoredEvent, topic: str) -> OutboundRecord:
 
 
 def dead_letter_record(letter: DeadLetter, topic: str) -> OutboundRecord:
-    doc: Dict[str, Any] = dict(reason=letter.reason, stage=letter.stage, txn_id=letter.txn_id,
+    doc: dict[str, Any] = dict(reason=letter.reason, stage=letter.stage, txn_id=letter.txn_id,
                                attempts=letter.attempts, last_status=letter.last_status,
                                source=dict(topic=letter.source.topic, partition=letter.source.partition,
                                            offset=letter.source.offset),
@@ -63,7 +41,7 @@ def dead_letter_record(letter: DeadLetter, topic: str) -> OutboundRecord:
     return OutboundRecord(topic, key, json.dumps(doc, separators=(",", ":")).encode(), letter.source)
 
 
-def to_record(outcome: "ScoredEvent | DeadLetter", output_topic: str, dlq_topic: str) -> OutboundRecord:
+def to_record(outcome: ScoredEvent | DeadLetter, output_topic: str, dlq_topic: str) -> OutboundRecord:
     if isinstance(outcome, DeadLetter):
         return dead_letter_record(outcome, dlq_topic)
     return result_record(outcome, output_topic)

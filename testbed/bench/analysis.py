@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from testbed.bench import metrics as m
 
@@ -26,26 +26,26 @@ class RunFigures:
     client: str
     variant: str
     batch_size: int
-    error: Optional[str]
-    steady: Optional[m.Window]
-    figures: Dict[str, Optional[float]] = field(default_factory=dict)
+    error: str | None
+    steady: m.Window | None
+    figures: dict[str, float | None] = field(default_factory=dict)
 
 
-def _run_meta(record: Dict[str, Any]) -> Tuple[str, str, str, int]:
+def _run_meta(record: dict[str, Any]) -> tuple[str, str, str, int]:
     run = record["run"]
     key = "-".join(x for x in (run["scenario"], run["variant"], run["client"]) if x)
     return key, run["client"], run["variant"], run["batch_size"]
 
 
-def _rolling_share(samples: List[Dict[str, Any]], width: float = 3.0) -> m.Series:
+def _rolling_share(samples: list[dict[str, Any]], width: float = 3.0) -> m.Series:
     r429 = dict(m.rolling(m.r429_series(samples), width))
     attempts = dict(m.rolling(m.attempts_series(samples), width))
     return [(t, (r429[t] / attempts[t]) if attempts.get(t) else 0.0) for t in sorted(r429)]
 
 
-def fault_figures(samples: List[Dict[str, Any]], faults: List[Dict[str, Any]], batch_size: int,
-                  end_s: float) -> Dict[str, Optional[float]]:
-    out: Dict[str, Optional[float]] = {}
+def fault_figures(samples: list[dict[str, Any]], faults: list[dict[str, Any]], batch_size: int,
+                  end_s: float) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
     good = m.rolling(m.goodput_series(samples), 3.0)
     cap = m.capacity_series(samples, batch_size)
     share = _rolling_share(samples)
@@ -79,7 +79,7 @@ def fault_figures(samples: List[Dict[str, Any]], faults: List[Dict[str, Any]], b
     return out
 
 
-def run_figures(record: Dict[str, Any]) -> RunFigures:
+def run_figures(record: dict[str, Any]) -> RunFigures:
     key, client, variant, batch = _run_meta(record)
     samples = record.get("samples") or []
     run = record["run"]
@@ -123,15 +123,15 @@ def run_figures(record: Dict[str, Any]) -> RunFigures:
     return rf
 
 
-def targets(scenario: Dict[str, Any], figs: List[RunFigures], calibration: Dict[str, Any]) -> List[Tuple[str, str, str, Optional[bool]]]:
+def targets(scenario: dict[str, Any], figs: list[RunFigures], calibration: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     """(target, measured for ours, scope, met?) rows."""
-    rows: List[Tuple[str, str, str, Optional[bool]]] = []
+    rows: list[tuple[str, str, str, bool | None]] = []
     ours = [f for f in figs if f.client == "ours" and f.steady is not None]
 
-    def fmt(v: Optional[float], spec: str = ".3f") -> str:
+    def fmt(v: float | None, spec: str = ".3f") -> str:
         return "n/a" if v is None else format(v, spec)
 
-    def check(name: str, value: Optional[float], ok, shown: str, scope: str) -> None:
+    def check(name: str, value: float | None, ok, shown: str, scope: str) -> None:
         rows.append((name, shown if value is not None else "n/a", scope, None if value is None else bool(ok(value))))
 
     name = scenario["name"]
@@ -147,7 +147,7 @@ def targets(scenario: Dict[str, Any], figs: List[RunFigures], calibration: Dict[
                   fmt(fg["retry amplification"]), scope)
             ref = calibration.get("client_p99_ms")
             p99 = fg["p99 request latency (ms)"]
-            check("p99 <= 2x no-load p99", p99 if ref else None, lambda v: v <= S1_MAX_P99_FACTOR * ref,
+            check("p99 <= 2x no-load p99", p99 if ref else None, lambda v, ref=ref: v <= S1_MAX_P99_FACTOR * ref,
                   f"{fmt(p99, '.1f')} ms vs no-load {fmt(ref, '.1f')} ms ({fmt(p99 / ref if p99 and ref else None, '.2f')}x)",
                   scope)
         if name == "S3":

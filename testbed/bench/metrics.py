@@ -17,13 +17,14 @@ Definitions (all from what the *service* counted, unless named "client"):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
-Sample = Dict[str, Any]
+Sample = dict[str, Any]
 
 
-def percentile(values: Sequence[float], q: float) -> Optional[float]:
+def percentile(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile (same rule as the service's /stats)."""
     if not values:
         return None
@@ -31,7 +32,7 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
-def _svc(sample: Sample, key: str) -> Optional[float]:
+def _svc(sample: Sample, key: str) -> float | None:
     service = sample.get("service") or {}
     if key.startswith("rejected."):
         value = (service.get("rejected") or {}).get(key.split(".", 1)[1])
@@ -40,33 +41,33 @@ def _svc(sample: Sample, key: str) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def _client_counter(sample: Sample, name: str) -> Optional[float]:
+def _client_counter(sample: Sample, name: str) -> float | None:
     counters = (sample.get("client") or {}).get("counters") or {}
     if not counters:
         return None
     return float(sum(v for k, v in counters.items() if k == name or k.startswith(name + "|")))
 
 
-def _client_gauge(sample: Sample, name: str) -> Optional[float]:
+def _client_gauge(sample: Sample, name: str) -> float | None:
     gauges = (sample.get("client") or {}).get("gauges") or {}
     value = gauges.get(name)
     return None if value is None else float(value)
 
 
-def valid(samples: Sequence[Sample]) -> List[Sample]:
+def valid(samples: Sequence[Sample]) -> list[Sample]:
     """Samples with a service reading (a failed /stats poll leaves a gap)."""
     return [s for s in samples if s.get("service")]
 
 
 # ---- time series -----------------------------------------------------------------------------
 
-Series = List[Tuple[float, float]]
+Series = list[tuple[float, float]]
 
 
-def rate_series(samples: Sequence[Sample], value: Callable[[Sample], Optional[float]]) -> Series:
+def rate_series(samples: Sequence[Sample], value: Callable[[Sample], float | None]) -> Series:
     """(t of the later sample, Δvalue/Δt) between consecutive samples that both have the value."""
     out: Series = []
-    prev: Optional[Tuple[float, float]] = None
+    prev: tuple[float, float] | None = None
     for s in samples:
         v = value(s)
         if v is None:
@@ -77,7 +78,7 @@ def rate_series(samples: Sequence[Sample], value: Callable[[Sample], Optional[fl
     return out
 
 
-def level_series(samples: Sequence[Sample], value: Callable[[Sample], Optional[float]]) -> Series:
+def level_series(samples: Sequence[Sample], value: Callable[[Sample], float | None]) -> Series:
     return [(s["t"], v) for s in samples for v in [value(s)] if v is not None]
 
 
@@ -104,7 +105,7 @@ def capacity_series(samples: Sequence[Sample], batch_size: int) -> Series:
                         else _svc(s, "capacity_rps") * batch_size)
 
 
-def lag(sample: Sample) -> Optional[float]:
+def lag(sample: Sample) -> float | None:
     ends = sample.get("end_offsets") or {}
     if not ends:
         return None
@@ -123,7 +124,7 @@ def unread_series(samples: Sequence[Sample]) -> Series:
         return []
     base = sum((c or 0) for c in first["committed"].values())
 
-    def unread(s: Sample) -> Optional[float]:
+    def unread(s: Sample) -> float | None:
         read = _client_counter(s, "events_in")
         ends = s.get("end_offsets") or {}
         return None if read is None or not ends else float(sum(ends.values()) - base - read)
@@ -162,25 +163,25 @@ class Window:
     t0: float
     t1: float
     seconds: float
-    goodput_eps: Optional[float]
-    attempts_rps: Optional[float]
-    r429_rps: Optional[float]
-    share_429: Optional[float]
-    amplification: Optional[float]
+    goodput_eps: float | None
+    attempts_rps: float | None
+    r429_rps: float | None
+    share_429: float | None
+    amplification: float | None
     unique_events: float
     attempted_items: float
-    latency_p50_ms: Optional[float]
-    latency_p99_ms: Optional[float]
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
     latency_samples: int
-    peak_rss_mb: Optional[float]
-    mean_in_flight: Optional[float]
-    capacity_eps: Optional[float]
+    peak_rss_mb: float | None
+    mean_in_flight: float | None
+    capacity_eps: float | None
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def _ratio(num: float, den: float) -> Optional[float]:
+def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
@@ -209,7 +210,7 @@ def window(samples: Sequence[Sample], t0: float, t1: float, batch_size: int = 1)
 
 
 def time_until(series: Series, start: float, end: float, predicate: Callable[[float, float], bool],
-               hold_s: float = 3.0) -> Optional[float]:
+               hold_s: float = 3.0) -> float | None:
     """Seconds from `start` until `predicate(t, v)` holds at every point of [t, t + hold_s]
     (or to `end`, whichever comes first), None if it never does before `end`."""
     points = [(t, v) for t, v in series if start <= t <= end]
@@ -220,7 +221,7 @@ def time_until(series: Series, start: float, end: float, predicate: Callable[[fl
     return None
 
 
-def value_at(series: Series, t: float) -> Optional[float]:
+def value_at(series: Series, t: float) -> float | None:
     """The last value at or before t (step interpolation)."""
     best = None
     for u, v in series:

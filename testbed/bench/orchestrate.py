@@ -24,12 +24,12 @@ import uuid
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import requests
 
-from testbed.bench.scenarios import Run, Scenario, all_scenarios
 from testbed.bench.sampler import KafkaProbe, Sampler
+from testbed.bench.scenarios import Run, Scenario, all_scenarios
 from testbed.kafka_admin import create_topic, delete_topic
 from testbed.produce import produce_events
 from testbed.scoring_process import ScoringServiceProcess, service_args
@@ -45,7 +45,7 @@ def _say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def calibrate(run_dir: Path, batch_size: int = 1) -> Dict[str, Any]:
+def calibrate(run_dir: Path, batch_size: int = 1) -> dict[str, Any]:
     """No-load latency: sequential single requests to a fresh, idle service."""
     with ScoringServiceProcess(service_args(rate=1000), log_dir=run_dir / "calibration") as service:
         session = requests.Session()
@@ -64,13 +64,13 @@ def calibrate(run_dir: Path, batch_size: int = 1) -> Dict[str, Any]:
             "service_p99_ms": stats["latency_p99_ms"]}
 
 
-def _pipeline_args(run: Run, bootstrap: str, topics: Dict[str, str], group: str, url: str) -> List[str]:
+def _pipeline_args(run: Run, bootstrap: str, topics: dict[str, str], group: str, url: str) -> list[str]:
     return [FNAPI, f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}",
             f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}", f"--group_id={group}",
             f"--scoring_url={url}", f"--batch_size={run.batch_size}"]
 
 
-def _wait_first_request(service: ScoringServiceProcess, client: subprocess.Popen) -> Optional[float]:
+def _wait_first_request(service: ScoringServiceProcess, client: subprocess.Popen) -> float | None:
     deadline = time.monotonic() + FIRST_REQUEST_TIMEOUT_S
     while time.monotonic() < deadline:
         if client.poll() is not None:
@@ -84,7 +84,7 @@ def _wait_first_request(service: ScoringServiceProcess, client: subprocess.Popen
     return None
 
 
-def _terminate(proc: Optional[subprocess.Popen], timeout_s: float = 10.0) -> Optional[int]:
+def _terminate(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> int | None:
     if proc is None:
         return None
     if proc.poll() is None:
@@ -97,7 +97,7 @@ def _terminate(proc: Optional[subprocess.Popen], timeout_s: float = 10.0) -> Opt
     return proc.returncode
 
 
-def execute_run(run: Run, bootstrap: str, out_dir: Path) -> Dict[str, Any]:
+def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
     run_dir = out_dir / "runs" / run.key
     run_dir.mkdir(parents=True, exist_ok=True)
     suffix = uuid.uuid4().hex[:6]
@@ -106,7 +106,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> Dict[str, Any]:
     for name, partitions in (("in", 4), ("out", 2), ("dlq", 1)):
         create_topic(bootstrap, topics[name], partitions)
     group = f"bench-{run.key}-{suffix}"
-    record: Dict[str, Any] = {"run": asdict(run), "topics": topics, "group": group}
+    record: dict[str, Any] = {"run": asdict(run), "topics": topics, "group": group}
     began = time.monotonic()
     if run.prefill:
         produced = produce_events(bootstrap, topics["in"], count=run.prefill, keep_ids=False, seed=1,
@@ -120,9 +120,9 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> Dict[str, Any]:
            *_pipeline_args(run, bootstrap, topics, group, service.url)]
     client_log = (run_dir / "client.log").open("wb")
     client = subprocess.Popen(cmd, cwd=REPO, stdout=client_log, stderr=subprocess.STDOUT)
-    producer: Optional[subprocess.Popen] = None
-    sampler: Optional[Sampler] = None
-    probe: Optional[KafkaProbe] = None
+    producer: subprocess.Popen | None = None
+    sampler: Sampler | None = None
+    probe: KafkaProbe | None = None
     try:
         spawned = time.monotonic()
         t0 = _wait_first_request(service, client)
@@ -181,7 +181,7 @@ def _start_broker(out_dir: Path):
     return broker
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m testbed.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short windows, fewer clients in S2/S3 (< 5 min)")
     p.add_argument("--out", default=None, help="results folder (default bench-results/<timestamp>)")
@@ -211,7 +211,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if bootstrap is None:
         broker = _start_broker(out_dir)
         bootstrap = broker.bootstrap_servers
-    results: Dict[str, Any] = {"quick": args.quick, "started": stamp, "machine": {"cpus": os.cpu_count()},
+    results: dict[str, Any] = {"quick": args.quick, "started": stamp, "machine": {"cpus": os.cpu_count()},
                                "scenarios": []}
     try:
         _say("calibrating no-load latency")

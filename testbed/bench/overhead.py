@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import psutil
 
@@ -31,11 +30,11 @@ FNAPI = "--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 PASS_THROUGH = """
 import sys, apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from transforms.kafka_config import KafkaConnection
-from transforms.kafka_read import ReadFromKafka
-from transforms.kafka_write import WriteToKafka
-from transforms.offset_commit import CommitOffsets
-from transforms.records import OutboundRecord
+from transforms.kafka.connection import KafkaConnection
+from transforms.kafka.read import ReadFromKafka
+from transforms.kafka.write import WriteToKafka
+from transforms.kafka.commit import CommitOffsets
+from transforms.kafka.records import OutboundRecord
 bootstrap, source, sink, group = sys.argv[1:5]
 conn = KafkaConnection(bootstrap, group_id=group)
 with beam.Pipeline(options=PipelineOptions([sys.argv[5]])) as p:
@@ -45,7 +44,7 @@ with beam.Pipeline(options=PipelineOptions([sys.argv[5]])) as p:
 """
 
 
-def timed(cmd: List[str]) -> Dict[str, float]:
+def timed(cmd: list[str]) -> dict[str, float]:
     """Runs a drain process; wall time and its peak RSS (sampled every 0.2 s)."""
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -62,7 +61,7 @@ def timed(cmd: List[str]) -> Dict[str, float]:
     return {"wall_s": time.monotonic() - started, "peak_rss_mb": peak / 2**20}
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch_size", type=int, default=100)

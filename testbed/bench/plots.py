@@ -6,7 +6,7 @@ windows are shaded and labelled, axes of a row are shared across clients.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import matplotlib
 
@@ -18,7 +18,7 @@ from testbed.bench import metrics as m  # noqa: E402
 FAULT_COLOURS = {"capacity": "#f4a261", "outage": "#e76f51", "latency": "#8ecae6"}
 
 
-def _shade(ax, faults: List[Dict[str, Any]], label: bool) -> None:
+def _shade(ax, faults: list[dict[str, Any]], label: bool) -> None:
     for f in faults:
         ax.axvspan(f["at_s"], f["at_s"] + f["duration_s"], color=FAULT_COLOURS.get(f["kind"], "grey"), alpha=0.25,
                    label=(f"{f['kind']}" + (f" x{f['factor']:g}" if f.get("factor") else "")) if label else None)
@@ -28,7 +28,7 @@ def _xy(series: m.Series):
     return [t for t, _ in series], [v for _, v in series]
 
 
-def plot_scenario(scenario: Dict[str, Any], out_dir: Path) -> Path:
+def plot_scenario(scenario: dict[str, Any], out_dir: Path) -> Path:
     runs = [r for r in scenario["runs"] if r.get("samples")]
     cols = max(1, len(runs))
     fig, axes = plt.subplots(4, cols, figsize=(4.2 * cols + 1, 11), sharex="col", sharey="row", squeeze=False)

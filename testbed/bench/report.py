@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from testbed.bench.analysis import RunFigures, run_figures, targets
 
@@ -11,7 +11,7 @@ LOWER_IS_BETTER = ("attempts/s", "429s/s", "429 share", "amplification", "latenc
                    "lag at end", "age at end", "failed drains", "startup", "(s)")
 
 
-def _fmt(v: Optional[float]) -> str:
+def _fmt(v: float | None) -> str:
     if v is None:
         return "–"
     if abs(v) >= 1000:
@@ -21,7 +21,7 @@ def _fmt(v: Optional[float]) -> str:
     return f"{v:.3f}"
 
 
-def _ratio(a: Optional[float], b: Optional[float]) -> str:
+def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None:
         return "–"
     if b == 0:
@@ -35,7 +35,7 @@ def _better(name: str) -> str:
     return "lower" if any(k in name for k in LOWER_IS_BETTER) and "goodput" not in name else "higher"
 
 
-def ratio_table(figs: List[RunFigures]) -> List[str]:
+def ratio_table(figs: list[RunFigures]) -> list[str]:
     """A row per figure: ours, then each baseline and ours ÷ that baseline."""
     ours = next((f for f in figs if f.client == "ours"), None)
     baselines = [f for f in figs if f is not ours]
@@ -54,7 +54,7 @@ def ratio_table(figs: List[RunFigures]) -> List[str]:
     return lines
 
 
-def scenario_section(scenario: Dict[str, Any], calibration: Dict[str, Any], out_dir: Path) -> List[str]:
+def scenario_section(scenario: dict[str, Any], calibration: dict[str, Any], out_dir: Path) -> list[str]:
     figs = [run_figures(r) for r in scenario["runs"]]
     lines = [f"## {scenario['title']}", ""]
     if scenario.get("notes"):
@@ -69,7 +69,7 @@ def scenario_section(scenario: Dict[str, Any], calibration: Dict[str, Any], out_
                      f"faults: {faults}, startup {r.get('startup_s', '–')} s"
                      + (f" — **error: {r['error']}**" if r.get("error") else ""))
     lines.append("")
-    groups: Dict[str, List[RunFigures]] = {}
+    groups: dict[str, list[RunFigures]] = {}
     for f in figs:
         groups.setdefault(f.variant, []).append(f)
     for variant, group in groups.items():
@@ -88,7 +88,7 @@ def scenario_section(scenario: Dict[str, Any], calibration: Dict[str, Any], out_
     return lines
 
 
-def write_report(results: Dict[str, Any], out_dir: Path) -> str:
+def write_report(results: dict[str, Any], out_dir: Path) -> str:
     from testbed.bench.plots import plot_scenario
     cal = results.get("calibration") or {}
     lines = [f"# Benchmark {'(quick)' if results.get('quick') else '(full)'} — {results.get('started')}", "",

@@ -24,32 +24,29 @@ import signal
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
 
-from transforms.telemetry import TELEMETRY
+from pipelines.enrich_payments import run
+from testbed.bench.clients import CLIENTS, make_client
+from transforms.monitoring.telemetry import TELEMETRY, Labels
 
 WRITE_EVERY_S = 1.0
 LATENCY = "request_latency_ms"
 
 
 class _LatencyTap:
-    """Collects every request latency the client reports (ours via its metrics, the
-    baselines via `clients.record_attempt`) without changing what TELEMETRY keeps."""
+    """Collects every request latency the client reports (ours and the baselines alike record
+    them through the `request_latency_ms` metric), as a TELEMETRY listener."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._samples: List[float] = []
-        self._observe = TELEMETRY.observe
+        self._samples: list[float] = []
 
-    def install(self) -> None:
-        def observe(name: str, value: float, **labels: object) -> None:
-            if name == LATENCY:
-                with self._lock:
-                    self._samples.append(round(float(value), 3))
-            self._observe(name, value, **labels)
-        TELEMETRY.observe = observe  # type: ignore[method-assign]
+    def __call__(self, name: str, value: float, labels: Labels) -> None:
+        if name == LATENCY:
+            with self._lock:
+                self._samples.append(round(float(value), 3))
 
-    def drain(self) -> List[float]:
+    def drain(self) -> list[float]:
         with self._lock:
             samples, self._samples = self._samples, []
         return samples
@@ -61,7 +58,7 @@ def _flat(key) -> str:
 
 
 class TelemetryWriter(threading.Thread):
-    def __init__(self, path: str, tap: _LatencyTap, loop_state: Dict[str, object]) -> None:
+    def __init__(self, path: str, tap: _LatencyTap, loop_state: dict[str, object]) -> None:
         super().__init__(name="bench-telemetry", daemon=True)
         self._path, self._tap, self._state = path, tap, loop_state
         self._stop = threading.Event()
@@ -88,7 +85,7 @@ class TelemetryWriter(threading.Thread):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m testbed.bench.run_client", description=__doc__.split("\n\n")[0])
-    p.add_argument("--client", required=True, choices=("ours", "naive", "pool", "beam"))
+    p.add_argument("--client", required=True, choices=CLIENTS)
     p.add_argument("--telemetry_out", required=True)
     p.add_argument("--max_seconds", type=float, default=None, help="stop starting drains after this long")
     p.add_argument("--idle_pause_s", type=float, default=0.5, help="pause after an empty drain")
@@ -96,26 +93,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _option(args: List[str], name: str, default: str) -> str:
+def _option(args: list[str], name: str, default: str) -> str:
     for a in args:
         if a.startswith(f"--{name}="):
             return a.split("=", 1)[1]
     return default
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ns = _parser().parse_args(argv)
     pipeline_args = [a for a in ns.pipeline_args if a != "--"]
-    # Imported here: the `beam` client pulls in google-cloud libraries (slow import).
-    from pipelines.enrich_payments import run
-    from testbed.bench.clients import make_client
-
     url = _option(pipeline_args, "scoring_url", "http://127.0.0.1:8080")
     batch_size = int(_option(pipeline_args, "batch_size", "20"))
     tap = _LatencyTap()
-    tap.install()
-    state: Dict[str, object] = {"client": ns.client, "drains_started": 0, "drains_finished": 0,
+    TELEMETRY.add_listener(tap)
+    state: dict[str, object] = {"client": ns.client, "drains_started": 0, "drains_finished": 0,
                                 "drains_failed": 0, "last_error": None}
     writer = TelemetryWriter(ns.telemetry_out, tap, state)
 
@@ -131,7 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     while ns.max_seconds is None or time.monotonic() - started < ns.max_seconds:
         state["drains_started"] = int(state["drains_started"]) + 1
         try:
-            summary = run(pipeline_args, score=make_client(ns.client, url, batch_size))
+            # The drains stand in for one long-running job: keep the learned rate between them.
+            summary = run(pipeline_args, score=make_client(ns.client, url, batch_size), release=False)
         except Exception as exc:  # noqa: BLE001 - a failed drain is data, not the end
             state["drains_failed"] = int(state["drains_failed"]) + 1
             state["last_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -139,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             time.sleep(1.0)
             continue
         state["drains_finished"] = int(state["drains_finished"]) + 1
-        if summary.counter("enrich/events_in") == 0:
+        if summary.counter("events_in") == 0:
             time.sleep(ns.idle_pause_s)
     writer.stop()
     return 0

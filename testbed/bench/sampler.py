@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 import psutil
 import requests
@@ -26,15 +27,15 @@ TICK_S = 1.0
 class Sample:
     t: float                                   # seconds since the run's t0
     wall: float
-    service: Dict[str, Any] = field(default_factory=dict)
-    end_offsets: Dict[int, int] = field(default_factory=dict)
-    committed: Dict[int, Optional[int]] = field(default_factory=dict)
-    oldest_uncommitted_age_s: Optional[float] = None
-    rss_bytes: Optional[int] = None
-    client: Dict[str, Any] = field(default_factory=dict)   # the client's latest TELEMETRY line (no latencies)
-    latencies_ms: List[float] = field(default_factory=list)  # request latencies reported since the last sample
+    service: dict[str, Any] = field(default_factory=dict)
+    end_offsets: dict[int, int] = field(default_factory=dict)
+    committed: dict[int, int | None] = field(default_factory=dict)
+    oldest_uncommitted_age_s: float | None = None
+    rss_bytes: int | None = None
+    client: dict[str, Any] = field(default_factory=dict)   # the client's latest TELEMETRY line (no latencies)
+    latencies_ms: list[float] = field(default_factory=list)  # request latencies reported since the last sample
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -55,22 +56,22 @@ class KafkaProbe:
         md = self._offsets.list_topics(topic, timeout=10).topics[topic]
         self.partitions = sorted(md.partitions)
 
-    def end_offsets(self) -> Dict[int, int]:
+    def end_offsets(self) -> dict[int, int]:
         return {p: self._offsets.get_watermark_offsets(TopicPartition(self.topic, p), timeout=5, cached=False)[1]
                 for p in self.partitions}
 
-    def committed(self) -> Dict[int, Optional[int]]:
+    def committed(self) -> dict[int, int | None]:
         tps = self._offsets.committed([TopicPartition(self.topic, p) for p in self.partitions], timeout=5)
         return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in tps}
 
-    def oldest_uncommitted_age_s(self, committed: Dict[int, Optional[int]], ends: Dict[int, int],
-                                 now_ms: float, timeout_s: float = 0.5) -> Optional[float]:
+    def oldest_uncommitted_age_s(self, committed: dict[int, int | None], ends: dict[int, int],
+                                 now_ms: float, timeout_s: float = 0.5) -> float | None:
         """Age of the oldest record at or after the committed offsets (None when nothing is pending)."""
         wanted = {p: (c if c is not None else 0) for p, c in committed.items() if (c or 0) < ends.get(p, 0)}
         if not wanted:
             return None
         self._reader.assign([TopicPartition(self.topic, p, o) for p, o in wanted.items()])
-        oldest: Optional[int] = None
+        oldest: int | None = None
         seen: set = set()
         deadline = time.monotonic() + timeout_s
         while len(seen) < len(wanted) and time.monotonic() < deadline:
@@ -93,9 +94,9 @@ class TelemetryTail:
         self.path = path
         self._pos = 0
         self._partial = ""
-        self.latest: Dict[str, Any] = {}
+        self.latest: dict[str, Any] = {}
 
-    def read_new(self) -> List[Dict[str, Any]]:
+    def read_new(self) -> list[dict[str, Any]]:
         try:
             with open(self.path, encoding="utf-8") as f:
                 f.seek(self._pos)
@@ -118,7 +119,7 @@ class TelemetryTail:
         return out
 
 
-def process_rss(pid: Optional[int]) -> Optional[int]:
+def process_rss(pid: int | None) -> int | None:
     """RSS of a process and its children (the FnApiRunner runs in-process; be safe anyway)."""
     if pid is None:
         return None
@@ -138,8 +139,8 @@ def process_rss(pid: Optional[int]) -> Optional[int]:
 class Sampler(threading.Thread):
     """Polls every `TICK_S` until stopped; samples are appended to `self.samples`."""
 
-    def __init__(self, service_url: str, kafka: Optional[KafkaProbe], telemetry_path: Optional[str],
-                 client_pid: Callable[[], Optional[int]], t0: float, tick_s: float = TICK_S) -> None:
+    def __init__(self, service_url: str, kafka: KafkaProbe | None, telemetry_path: str | None,
+                 client_pid: Callable[[], int | None], t0: float, tick_s: float = TICK_S) -> None:
         super().__init__(name="bench-sampler", daemon=True)
         self._url = service_url.rstrip("/")
         self._kafka = kafka
@@ -149,7 +150,7 @@ class Sampler(threading.Thread):
         self._tick = tick_s
         self._stop_evt = threading.Event()
         self._http = requests.Session()
-        self.samples: List[Sample] = []
+        self.samples: list[Sample] = []
         self.errors = 0
 
     def sample_once(self) -> Sample:
@@ -181,7 +182,7 @@ class Sampler(threading.Thread):
             next_at += self._tick
             self._stop_evt.wait(max(0.0, next_at - time.monotonic()))
 
-    def stop(self) -> List[Sample]:
+    def stop(self) -> list[Sample]:
         self._stop_evt.set()
         self.join(timeout=10)
         if not self.samples or time.monotonic() - self.t0 - self.samples[-1].t >= 0.5 * self._tick:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 INTAKE_EPS = 100_000 / 60          # 1,667 events/s
 CAPACITY_RPS = 20_000 / 60         # 333 requests/s
@@ -27,7 +27,7 @@ class Fault:
     kind: str                      # capacity | outage | latency
     at_s: float                    # from the run's t0 (the service's first request)
     duration_s: float
-    factor: Optional[float] = None
+    factor: float | None = None
 
     @property
     def end_s(self) -> float:
@@ -48,8 +48,8 @@ class Run:
     warmup_s: float                # excluded from steady-state figures
     prefill: int                   # events produced as fast as possible before the client starts
     intake_eps: float              # paced producer during the window (0 = none)
-    service: Dict[str, Any] = field(default_factory=dict)
-    faults: Tuple[Fault, ...] = ()
+    service: dict[str, Any] = field(default_factory=dict)
+    faults: tuple[Fault, ...] = ()
     variant: str = ""              # e.g. "b10", "lag200k"
 
     @property
@@ -61,7 +61,7 @@ class Run:
 class Scenario:
     name: str
     title: str
-    runs: Tuple[Run, ...]
+    runs: tuple[Run, ...]
     notes: str = ""
 
 
@@ -70,7 +70,7 @@ def prefill_for(batch_size: int, duration_s: float, rate_rps: float = CAPACITY_R
     return int(math.ceil(PREFILL_MARGIN * capacity_eps * duration_s / 1000.0)) * 1000
 
 
-def _service(**extra: Any) -> Dict[str, Any]:
+def _service(**extra: Any) -> dict[str, Any]:
     return {"rate": round(CAPACITY_RPS, 3), **extra}
 
 
@@ -90,7 +90,7 @@ def s2(quick: bool) -> Scenario:
                     "(batch 1 is S1)", runs)
 
 
-def s3_faults(quick: bool) -> Optional[Scenario]:
+def s3_faults(quick: bool) -> Scenario | None:
     if quick:
         return None
     timeline = (Fault("capacity", 20, 30, 0.5), Fault("outage", 75, 20), Fault("latency", 120, 30, 10.0))
@@ -119,7 +119,7 @@ def memory(quick: bool) -> Scenario:
                     runs)
 
 
-def all_scenarios(quick: bool, only: Optional[List[str]] = None) -> List[Scenario]:
+def all_scenarios(quick: bool, only: list[str] | None = None) -> list[Scenario]:
     scenarios = [s for s in (s1(quick), s2(quick), s3_faults(quick), s3_overload(quick), memory(quick)) if s]
     if only:
         scenarios = [s for s in scenarios if s.name in only]

@@ -12,10 +12,10 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Callable
-
 from json.encoder import encode_basestring_ascii as _json_str
+from typing import Any
 
 from aiohttp import web
 

@@ -8,9 +8,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Counter, Dict, List, Optional, Sequence
 
 from testbed.kafka_admin import committed_offsets, consume_all, create_topic, end_offsets
 
@@ -26,7 +27,7 @@ class Topics:
 
 
 def make_topics(bootstrap: str, prefix: str, partitions: int = 4,
-                input_config: Optional[Dict[str, str]] = None) -> Topics:
+                input_config: dict[str, str] | None = None) -> Topics:
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"{prefix}-in-{tag}", f"{prefix}-out-{tag}", f"{prefix}-dlq-{tag}")
     create_topic(bootstrap, topics.inp, partitions, config=input_config)
@@ -35,7 +36,7 @@ def make_topics(bootstrap: str, prefix: str, partitions: int = 4,
     return topics
 
 
-def job_args(bootstrap: str, topics: Topics, url: str, group: str, *extra: str) -> List[str]:
+def job_args(bootstrap: str, topics: Topics, url: str, group: str, *extra: str) -> list[str]:
     return [FNAPI, f"--bootstrap_servers={bootstrap}", f"--input_topic={topics.inp}",
             f"--output_topic={topics.out}", f"--dlq_topic={topics.dlq}", f"--group_id={group}",
             f"--scoring_url={url}", "--progress_interval=0", *extra]
@@ -45,7 +46,7 @@ class JobProcess:
     """`python -m pipelines.enrich_payments ARGS` with its output in files (never a full pipe)."""
 
     def __init__(self, args: Sequence[str], log_dir: Path, name: str = "job",
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: dict[str, str] | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stdout_path, self.stderr_path = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
         self.summary_path = log_dir / f"{name}.summary.json"
@@ -65,7 +66,7 @@ class JobProcess:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"job did not finish within {timeout:.0f} s; stderr tail:\n{self.stderr_tail()}")
+            raise AssertionError(f"job did not finish within {timeout:.0f} s; stderr tail:\n{self.stderr_tail()}") from None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -86,7 +87,7 @@ class JobProcess:
 
 
 def run_job(args: Sequence[str], log_dir: Path, name: str, timeout: float = 300,
-            env: Optional[Dict[str, str]] = None) -> JobProcess:
+            env: dict[str, str] | None = None) -> JobProcess:
     job = JobProcess(args, log_dir, name, env)
     code = job.wait(timeout)
     assert code == 0, f"{name} exited {code}; stderr tail:\n{job.stderr_tail()}"

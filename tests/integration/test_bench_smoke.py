@@ -5,22 +5,20 @@ from __future__ import annotations
 import json
 import uuid
 
+import apache_beam as beam
 import pytest
 import requests
-
-import apache_beam as beam
 from apache_beam.testing.util import assert_that
 
 from testbed.bench import metrics as m
-from testbed.bench.clients import make_client
-from transforms.events import ParsedEvent, parse_event
-from transforms.outputs import DeadLetter, ScoredEvent
-from transforms.records import SourcePosition
 from testbed.bench.analysis import run_figures
+from testbed.bench.clients import make_client
 from testbed.bench.orchestrate import execute_run
 from testbed.bench.report import write_report
 from testbed.bench.sampler import Sampler
 from testbed.bench.scenarios import Fault, Run
+from transforms.events import DeadLetter, ParsedEvent, ScoredEvent, parse_event
+from transforms.kafka.records import SourcePosition
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Dict, List
 
 import pytest
 
@@ -16,18 +15,18 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def topics(kafka_topic) -> Dict[str, str]:
+def topics(kafka_topic) -> dict[str, str]:
     return {"in": kafka_topic(partitions=2, prefix="rin"), "out": kafka_topic(partitions=2, prefix="rout"),
             "dlq": kafka_topic(partitions=1, prefix="rdlq")}
 
 
-def job_args(bootstrap: str, topics: Dict[str, str], url: str, group: str) -> List[str]:
+def job_args(bootstrap: str, topics: dict[str, str], url: str, group: str) -> list[str]:
     return [f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}", f"--output_topic={topics['out']}",
             f"--dlq_topic={topics['dlq']}", f"--group_id={group}", f"--scoring_url={url}", "--batch_size=20",
             "--progress_interval=0"]
 
 
-def assert_drained(bootstrap: str, topics: Dict[str, str], group: str, produced) -> None:
+def assert_drained(bootstrap: str, topics: dict[str, str], group: str, produced) -> None:
     out = [json.loads(m.value)["txn_id"] for m in consume_all(bootstrap, topics["out"], timeout=60)]
     assert sorted(out) == sorted(produced.txn_ids)
     assert len(consume_all(bootstrap, topics["dlq"], timeout=60)) == produced.malformed

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Dict, List
 
 import pytest
 from apache_beam.runners.runner import PipelineState
@@ -21,7 +20,7 @@ BATCH_SIZE = 10
 MAX_IN_FLIGHT = 8
 
 
-def streaming_args(jar: str, bootstrap: str, topics: Dict[str, str], url: str, group: str) -> List[str]:
+def streaming_args(jar: str, bootstrap: str, topics: dict[str, str], url: str, group: str) -> list[str]:
     return ["--runner=FlinkRunner", f"--flink_job_server_jar={jar}", "--flink_master=[local]",
             "--flink_version=1.19", "--environment_type=LOOPBACK", "--streaming",
             f"--checkpointing_interval={CHECKPOINT_MS}", "--parallelism=1",
@@ -32,7 +31,7 @@ def streaming_args(jar: str, bootstrap: str, topics: Dict[str, str], url: str, g
 
 
 @pytest.fixture
-def topics(kafka_topic) -> Dict[str, str]:
+def topics(kafka_topic) -> dict[str, str]:
     return {"in": kafka_topic(partitions=2, prefix="fin"), "out": kafka_topic(partitions=2, prefix="fout"),
             "dlq": kafka_topic(partitions=1, prefix="fdlq")}
 
@@ -41,7 +40,7 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
     return sum(o or 0 for o in committed_offsets(bootstrap, group, topic).values())
 
 
-def wait_for_outputs(bootstrap: str, topics: Dict[str, str], group: str, want: int, timeout_s: float) -> List[str]:
+def wait_for_outputs(bootstrap: str, topics: dict[str, str], group: str, want: int, timeout_s: float) -> list[str]:
     """Polls until `want` outputs exist; checks on every poll that commits never run ahead of writes."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -10,7 +10,6 @@ import logging
 import time
 import uuid
 from collections import Counter
-from typing import Dict, List, Optional
 
 import apache_beam as beam
 import pytest
@@ -22,15 +21,19 @@ from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRest
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Producer
 
-import transforms.kafka_read as kafka_read
-from testbed.kafka_admin import (
-    committed_offsets, consume_all, create_topic, delete_topic, end_offsets, topic_exists)
-from transforms.kafka_config import KafkaConnection
-from transforms.kafka_read import (
-    UNBOUNDED_STOP, ReadFromKafka, ReadSettings, _PartitionRestrictions, _ReadUnboundedPartitionFn)
-from transforms.kafka_write import WriteToKafka
-from transforms.offset_commit import CommitOffsets
-from transforms.records import KafkaRecord, OutboundRecord, PartitionSpec
+import transforms.kafka.read as kafka_read
+from testbed.kafka_admin import committed_offsets, consume_all, create_topic, delete_topic, end_offsets, topic_exists
+from transforms.kafka.commit import CommitOffsets
+from transforms.kafka.connection import KafkaConnection
+from transforms.kafka.read import (
+    UNBOUNDED_STOP,
+    ReadFromKafka,
+    ReadSettings,
+    _PartitionRestrictions,
+    _ReadUnboundedPartitionFn,
+)
+from transforms.kafka.records import KafkaRecord, OutboundRecord, PartitionSpec
+from transforms.kafka.write import WriteToKafka
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +43,7 @@ PARTITIONS = 4
 
 
 def produce(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS,
-            base_ms: Optional[int] = None) -> List[bytes]:
+            base_ms: int | None = None) -> list[bytes]:
     """Values `0..n-1`, value i on partition i % partitions, timestamp `base_ms + i`.
 
     Timestamps must be recent: the broker's time retention (7 days) deletes
@@ -61,8 +64,8 @@ def pass_through(record: KafkaRecord, topic: str) -> OutboundRecord:
     return OutboundRecord(topic, record.key, record.value or b"", record.position)
 
 
-def drain(conn: KafkaConnection, source: str, sink: str, max_records: Optional[int] = None,
-          settings: ReadSettings = ReadSettings(), to_outbound=pass_through) -> Dict[str, int]:
+def drain(conn: KafkaConnection, source: str, sink: str, max_records: int | None = None,
+          settings: ReadSettings = ReadSettings(), to_outbound=pass_through) -> dict[str, int]:
     """Kafka -> Kafka pass-through drain; returns the counters by `namespace/name`."""
     pipeline = beam.Pipeline(options=PipelineOptions([FN_API_RUNNER]))
     _ = (pipeline
@@ -72,7 +75,7 @@ def drain(conn: KafkaConnection, source: str, sink: str, max_records: Optional[i
          | CommitOffsets(conn))
     result = pipeline.run()
     result.wait_until_finish()
-    counters: Dict[str, int] = Counter()
+    counters: dict[str, int] = Counter()
     for counter in result.metrics().query(MetricsFilter())["counters"]:
         counters[f"{counter.key.metric.namespace}/{counter.key.metric.name}"] += counter.committed
     return counters
@@ -132,13 +135,13 @@ def test_long_drain_commits_at_every_reader_checkpoint(
     """FnApiRunner ends a bundle at each self-checkpoint and then runs the finalizer."""
     source, sink = kafka_topic(PARTITIONS, "in"), kafka_topic(PARTITIONS, "out")
     produce(bootstrap_servers, source, N)
-    caplog.set_level(logging.DEBUG, logger="transforms.offset_commit")
+    caplog.set_level(logging.DEBUG, logger="transforms.kafka.commit")
 
     drain(conn, source, sink, settings=ReadSettings(max_records_per_call=250))
 
     commits = [r.getMessage() for r in caplog.records
-               if r.name == "transforms.offset_commit" and r.getMessage().startswith("committed ")]
-    history: Dict[int, List[int]] = {p: [] for p in range(PARTITIONS)}
+               if r.name == "transforms.kafka.commit" and r.getMessage().startswith("committed ")]
+    history: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
     for line in commits:  # "committed t/0@250, t/1@250, ..."
         for item in line[len("committed "):].split(", "):
             partition, offset = item.rsplit("/", 1)[1].split("@")
@@ -221,7 +224,7 @@ def test_delivery_failure_fails_the_drain_and_commits_nothing(
 def test_reader_consumers_use_the_memory_caps(
         bootstrap_servers: str, kafka_topic, conn: KafkaConnection,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: List[dict] = []
+    seen: list[dict] = []
     real_consumer = kafka_read.Consumer
 
     def recording_consumer(config: dict):

@@ -15,7 +15,15 @@ import pytest
 
 from testbed.produce import produce_events
 from tests.integration.reliability_support import (
-    JobProcess, fully_committed, job_args, make_topics, output_count, run_job, txn_ids, wait_for)
+    JobProcess,
+    fully_committed,
+    job_args,
+    make_topics,
+    output_count,
+    run_job,
+    txn_ids,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

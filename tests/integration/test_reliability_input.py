@@ -81,8 +81,8 @@ def test_hostile_records_become_dead_letters_and_the_job_commits_to_the_end(boot
     counts = txn_ids(bootstrap_servers, topics.out)
     assert set(counts) == set(valid) | {"v-dup"}
     assert counts["v-dup"] == 2                      # duplicates are scored and written, de-dup downstream
-    assert summary.counter("enrich/parse_dead_letters") == len(HOSTILE)
-    assert summary.counter("enrich/score_dead_letters") == 0
+    assert summary.counter("parse_dead_letters") == len(HOSTILE)
+    assert summary.counter("score_dead_letters") == 0
     assert fully_committed(bootstrap_servers, "g-hostile", topics.inp)
 
 

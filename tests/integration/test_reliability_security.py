@@ -14,8 +14,7 @@ from pipelines.enrich_payments import run
 from testbed.kafka_admin import consume_all
 from testbed.kafka_broker import free_ports
 from testbed.produce import produce_events
-from tests.integration.reliability_support import (
-    fully_committed, job_args, make_topics, run_job, txn_ids)
+from tests.integration.reliability_support import fully_committed, job_args, make_topics, run_job, txn_ids
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +53,7 @@ def test_pipeline_drains_over_tls(kafka_broker_factory, scoring_service, tmp_pat
     tls_bootstrap = f"127.0.0.1:{tls}"
     summary = run(job_args(tls_bootstrap, topics, scoring_service.url, "g-tls",
                            "--kafka_property=security.protocol=SSL", f"--kafka_property=ssl.ca.location={ca}"))
-    assert summary.counter("enrich/events_scored") == 500
+    assert summary.counter("events_scored") == 500
     assert set(txn_ids(broker.bootstrap_servers, topics.out)) == set(produced.txn_ids)
     assert fully_committed(broker.bootstrap_servers, "g-tls", topics.inp)
 
@@ -122,7 +121,7 @@ def test_huge_response_becomes_a_dead_letter_not_an_oom(bootstrap_servers, tmp_p
     finally:
         server.shutdown()
     dead = [json.loads(r.value) for r in consume_all(bootstrap_servers, topics.dlq, timeout=60)]
-    assert len(dead) == 40 and summary.counter("enrich/score_dead_letters") == 40
+    assert len(dead) == 40 and summary.counter("score_dead_letters") == 40
     assert all(d["stage"] == "score" and "response_too_large" in d["reason"] for d in dead)
-    assert summary.attempts == summary.counter("enrich/batches")     # not retried: it is not transient
+    assert summary.attempts == summary.counter("batches")     # not retried: it is not transient
     assert fully_committed(bootstrap_servers, "g-huge", topics.inp)

@@ -16,10 +16,9 @@ from testbed.kafka_admin import consume_all
 from testbed.kafka_broker import free_ports
 from testbed.produce import produce_events
 from testbed.scoring_process import ScoringServiceProcess, service_args
+from tests.integration.reliability_support import JobProcess, fully_committed, job_args, make_topics, txn_ids, wait_for
 from transforms.control.retry_budget import RetryBudget
-from transforms.scoring_runtime import ScoringConfig
-from tests.integration.reliability_support import (
-    JobProcess, fully_committed, job_args, make_topics, txn_ids, wait_for)
+from transforms.scoring.runtime import ScoringConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -138,13 +137,13 @@ def test_capacity_drop_in_overload_mode_our_client_recovers(
                    "--group_id=g-meta", f"--scoring_url={service.url}", "--batch_size=10",
                    "--progress_interval=0"])
     stats = service.stats()
-    batches = summary.counter("enrich/batches")
+    batches = summary.counter("batches")
     retries = summary.attempts - batches
-    print(f"\nours: {summary.counter('enrich/events_scored')} scored in {summary.wall_s:.1f} s, "
-          f"{summary.attempts / batches:.3f} attempts/batch, 429s {summary.counter('enrich/requests_429')}, "
+    print(f"\nours: {summary.counter('events_scored')} scored in {summary.wall_s:.1f} s, "
+          f"{summary.attempts / batches:.3f} attempts/batch, 429s {summary.counter('requests', outcome='429')}, "
           f"service rejected {stats['rejected']}")
-    assert summary.counter("enrich/events_scored") == len(produced.txn_ids)
-    assert summary.counter("enrich/score_dead_letters") == 0
+    assert summary.counter("events_scored") == len(produced.txn_ids)
+    assert summary.counter("score_dead_letters") == 0
     # Retries never exceed what the budget lets through: full bucket + ratio x first tries + refill.
     assert retries <= RetryBudget()._max + 0.1 * batches + 1.0 * summary.wall_s
     assert fully_committed(bootstrap_servers, "g-meta", topics["in"])

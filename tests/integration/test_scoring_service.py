@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from typing import Dict
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -12,13 +11,13 @@ from confluent_kafka import Consumer, TopicPartition
 from pipelines.status import DRAINING, EXIT_NO_TOPIC, EXIT_OK, IDLE, STALLED, main, sample_twice
 from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
 from testbed.produce import produce_events
-from transforms.kafka_config import KafkaConnection, with_retries
-from transforms.monitoring.lag import LagProbe
+from transforms.kafka.connection import KafkaConnection, with_retries
+from transforms.kafka.lag import LagProbe
 
 pytestmark = pytest.mark.integration
 
 
-def commit(bootstrap: str, group: str, topic: str, offsets: Dict[int, int]) -> None:
+def commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
     """Commits as a group member that never joins (like the job's committer)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Set
+from typing import Any
 
 import yaml
 
@@ -12,7 +13,7 @@ from tests.fixtures.metric_service import FakeMetricService
 from transforms.monitoring.catalogue import CATALOGUE, COUNTER, DISTRIBUTION, RETRY_AMPLIFICATION
 from transforms.monitoring.config import MonitoringConfig
 from transforms.monitoring.exporter import Exporter, make_client
-from transforms.telemetry import Telemetry
+from transforms.monitoring.telemetry import Telemetry
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "monitoring"
 
@@ -26,11 +27,11 @@ def filters(node: Any) -> Iterator[str]:
             yield from filters(item)
 
 
-def referenced_types(dashboard: dict) -> Set[str]:
+def referenced_types(dashboard: dict) -> set[str]:
     return {t for f in filters(dashboard) for t in re.findall(r'metric\.type="([^"]+)"', f)}
 
 
-def written_types() -> Set[str]:
+def written_types() -> set[str]:
     """Records every catalogued metric once, exports it to the fake server, returns what arrived."""
     telemetry = Telemetry()
     for spec in CATALOGUE.values():

@@ -6,8 +6,7 @@ import pickle
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from transforms.kafka_config import (
-    KafkaConnection, consumer_config, parse_properties, producer_config, redacted)
+from transforms.kafka.connection import KafkaConnection, consumer_config, parse_properties, producer_config, redacted
 
 SECURE = KafkaConnection(
     "broker-1:9093,broker-2:9093",

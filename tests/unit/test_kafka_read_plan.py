@@ -4,9 +4,9 @@ from __future__ import annotations
 import apache_beam as beam
 import pytest
 
-from transforms.kafka_config import KafkaConnection
-from transforms.kafka_read import ReadFromKafka, plan_stops
-from transforms.records import PartitionSpec
+from transforms.kafka.connection import KafkaConnection
+from transforms.kafka.read import ReadFromKafka, plan_stops
+from transforms.kafka.records import PartitionSpec
 
 CONN = KafkaConnection("127.0.0.1:1", group_id="g")  # nothing listens: construction must not connect
 

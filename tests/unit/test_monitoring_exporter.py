@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import statistics
 from pathlib import Path
-from typing import Dict, List
 
 import grpc
 import pytest
@@ -17,7 +16,7 @@ from transforms.monitoring import exporter as exporter_module
 from transforms.monitoring.catalogue import CATALOGUE, PREFIX
 from transforms.monitoring.config import MAX_SERIES_PER_REQUEST, MIN_INTERVAL_S, MonitoringConfig
 from transforms.monitoring.exporter import Exporter, ensure_exporter, make_client, stop_exporters
-from transforms.telemetry import Telemetry
+from transforms.monitoring.telemetry import Telemetry
 
 Kind = metric_pb2.MetricDescriptor.MetricKind
 ValueType = metric_pb2.MetricDescriptor.ValueType
@@ -40,8 +39,8 @@ def make_exporter(service: FakeMetricService, telemetry: Telemetry, clock: FakeC
     return Exporter(cfg, make_client(cfg), telemetry=telemetry, clock=clock.now, sleep=clock.sleep)
 
 
-def by_name(series: List[monitoring_v3.TimeSeries]) -> Dict[str, List[monitoring_v3.TimeSeries]]:
-    out: Dict[str, List[monitoring_v3.TimeSeries]] = {}
+def by_name(series: list[monitoring_v3.TimeSeries]) -> dict[str, list[monitoring_v3.TimeSeries]]:
+    out: dict[str, list[monitoring_v3.TimeSeries]] = {}
     for ts in series:
         out.setdefault(ts.metric.type[len(PREFIX):], []).append(ts)
     return out
@@ -76,7 +75,7 @@ def test_points_of_one_series_are_at_least_the_minimum_interval_apart(metric_ser
     assert exporter.export_once() == 1                     # events_in due again, batches not yet
     clock.advance(MIN_INTERVAL_S)
     assert exporter.export_once() == 2
-    ends: Dict[str, List[float]] = {}
+    ends: dict[str, list[float]] = {}
     for ts in metric_service.time_series():
         ends.setdefault(ts.metric.type, []).append(seconds(ts.points[0].interval.end_time))
     for points in ends.values():

@@ -1,13 +1,11 @@
 """OffsetRangeSet: merging and the committed-offset rule (never skip an unacked offset)."""
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.offset_ranges import OffsetRangeSet
+from transforms.kafka.offset_ranges import OffsetRangeSet
 
 
 def test_add_merges_overlapping_and_touching_ranges() -> None:
@@ -48,7 +46,7 @@ def test_advance_drops_ranges_below_base_and_handles_straddling() -> None:
     assert OffsetRangeSet([(0, 3)]).advance(7) == 7
 
 
-def _chunks(total: int, cuts: List[int]) -> List[Tuple[int, int]]:
+def _chunks(total: int, cuts: list[int]) -> list[tuple[int, int]]:
     points = sorted({c for c in cuts if 0 < c < total} | {0, total})
     return list(zip(points, points[1:]))
 

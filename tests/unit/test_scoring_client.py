@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import threading
-from email.utils import format_datetime
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator, List, Tuple
 
 import pytest
 
 from transforms.control.signals import AttemptKind
-from transforms.scoring_client import ScoringClient, parse_policy_rps, parse_retry_after
+from transforms.scoring.client import ScoringClient, parse_policy_rps, parse_retry_after
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
@@ -29,11 +29,11 @@ def test_ratelimit_policy_gives_requests_per_second() -> None:
     assert parse_policy_rps("garbage") is None
 
 
-Script = List[Tuple[int, dict, bytes]]
+Script = list[tuple[int, dict, bytes]]
 
 
 @pytest.fixture
-def scripted_server() -> Iterator[Tuple[str, Script, list]]:
+def scripted_server() -> Iterator[tuple[str, Script, list]]:
     script: Script = []
     seen: list = []
 
@@ -82,7 +82,7 @@ def test_classifies_responses(scripted_server) -> None:
     assert client.attempt(b"[]", ["a"], "k").reason == "http_503"
     assert client.attempt(b"[]", ["a"], "k").kind is AttemptKind.FATAL
     mismatch = client.attempt(b"[]", ["a", "b"], "k")
-    assert mismatch.kind is AttemptKind.FATAL and mismatch.reason == "response_does_not_match_request"
+    assert mismatch.kind is AttemptKind.FATAL and mismatch.reason.startswith("invalid_response: result 0 is for txn_id 'b'")
     redirect = client.attempt(b"[]", ["a"], "k")
     assert redirect.kind is AttemptKind.FATAL and redirect.status == 302   # never followed
     headers, _ = seen[0]

@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import io
-from typing import List
 
 import pytest
 
 from pipelines.progress import ProgressReporter
-from pipelines.status import (CAUGHT_UP, DRAINING, GROWING, HOLDING, IDLE, STALLED, assess, overall, render,
-                              verdict)
+from pipelines.status import CAUGHT_UP, DRAINING, GROWING, HOLDING, IDLE, STALLED, assess, overall, render, verdict
 from tests.unit.fake_clock import FakeClock
-from transforms.monitoring.lag import PartitionLag
-from transforms.telemetry import Telemetry
+from transforms.kafka.lag import PartitionLag
+from transforms.monitoring.telemetry import Telemetry
 
 
 def lag(committed, end, low=0, ts_ms=None, partition=0) -> PartitionLag:
@@ -52,10 +50,10 @@ def test_position_falls_back_to_log_start_when_committed_is_out_of_range() -> No
 
 
 class FakeProbe:
-    def __init__(self, lags: List[int]) -> None:
+    def __init__(self, lags: list[int]) -> None:
         self.lags = lags
 
-    def sample(self, with_age: bool = True) -> List[PartitionLag]:
+    def sample(self, with_age: bool = True) -> list[PartitionLag]:
         return [lag(0, self.lags.pop(0))]
 
     def close(self) -> None:

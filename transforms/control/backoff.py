@@ -8,12 +8,11 @@ told the same value do not return together.
 from __future__ import annotations
 
 import random
-from typing import Optional
 
 
 class FullJitterBackoff:
     def __init__(self, base_s: float = 0.1, cap_s: float = 10.0,
-                 max_retry_after_s: float = 60.0, rng: Optional[random.Random] = None) -> None:
+                 max_retry_after_s: float = 60.0, rng: random.Random | None = None) -> None:
         if base_s <= 0 or cap_s < base_s:
             raise ValueError("backoff needs 0 < base <= cap")
         self.base_s = base_s
@@ -21,7 +20,7 @@ class FullJitterBackoff:
         self.max_retry_after_s = max_retry_after_s
         self._rng = rng or random.Random()
 
-    def delay(self, retry: int, retry_after_s: Optional[float] = None) -> float:
+    def delay(self, retry: int, retry_after_s: float | None = None) -> float:
         """Delay before retry number `retry` (1 = first retry)."""
         window = min(self.cap_s, self.base_s * (2 ** max(0, retry - 1)))
         jittered = self._rng.uniform(0.0, window)

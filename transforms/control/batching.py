@@ -7,14 +7,13 @@ event travels alone; the parser already refuses oversized messages).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass(frozen=True)
 class BatchPolicy:
     max_events: int = 100
     max_bytes: int = 1_000_000
-    max_wait_s: Optional[float] = None   # streaming only; None = no age bound
+    max_wait_s: float | None = None   # streaming only; None = no age bound
 
     def __post_init__(self) -> None:
         if self.max_events < 1:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import statistics
 import threading
 from collections import deque
-from typing import Deque, List, Optional
 
 from transforms.control.clock import SYSTEM_CLOCK, Clock
 from transforms.control.signals import AttemptKind, AttemptResult
@@ -50,8 +49,8 @@ class CubicRateController:
         self.beta, self.c, self.tick_s, self.utilisation = beta, c, tick_s, utilisation
         self.latency_guard, self.outage_s, self.doubling_s = latency_guard, outage_s, doubling_s
         self._rate = initial_rate
-        self._policy_rate: Optional[float] = None
-        self._slow_start_until: Optional[float] = float("inf")   # None = congestion avoidance
+        self._policy_rate: float | None = None
+        self._slow_start_until: float | None = float("inf")   # None = congestion avoidance
         self._w_max = initial_rate
         now = clock.now()
         self._epoch = self._last_tick = now
@@ -60,11 +59,11 @@ class CubicRateController:
         self._congested = False
         self._successes = 0
         self._last_success_tick = now
-        self._episode_start: Optional[float] = None     # first congested tick of the current episode
+        self._episode_start: float | None = None     # first congested tick of the current episode
         self._episode_rate = initial_rate               # the rate when the episode began
         self._episode_outage = False                    # it saw a success-free gap >= outage_s
-        self._latencies: List[float] = []
-        self._baseline: Deque[float] = deque(maxlen=max(1, int(baseline_window_s / tick_s)))
+        self._latencies: list[float] = []
+        self._baseline: deque[float] = deque(maxlen=max(1, int(baseline_window_s / tick_s)))
         self.decreases = 0
 
     @property

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 
 class AttemptKind(enum.Enum):
@@ -16,8 +16,8 @@ class AttemptKind(enum.Enum):
 class AttemptResult:
     kind: AttemptKind
     reason: str                       # "ok", "http_429", "http_503", "timeout", "connection_error", "http_400" ...
-    status: Optional[int] = None      # HTTP status, None when no response arrived
+    status: int | None = None      # HTTP status, None when no response arrived
     congestion: bool = False          # the service signalled overload (429/503/504/timeout)
-    retry_after_s: Optional[float] = None
-    policy_rps: Optional[float] = None  # rate advertised by RateLimit-Policy, if any
+    retry_after_s: float | None = None
+    policy_rps: float | None = None  # rate advertised by RateLimit-Policy, if any
     value: Any = None                 # the parsed response body on success

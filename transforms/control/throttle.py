@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any
 
 from transforms.control.backoff import FullJitterBackoff
 from transforms.control.clock import SYSTEM_CLOCK, Clock
@@ -28,18 +29,18 @@ class CallOutcome:
     ok: bool
     value: Any = None
     attempts: int = 0
-    reasons: List[str] = field(default_factory=list)   # one per attempt
-    latencies_s: List[float] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)   # one per attempt
+    latencies_s: list[float] = field(default_factory=list)
     throttled_s: float = 0.0                           # waited on pacer, backoff and budget
-    last_status: Optional[int] = None
-    error: Optional[str] = None                        # why it gave up (dead-letter reason)
+    last_status: int | None = None
+    error: str | None = None                        # why it gave up (dead-letter reason)
 
 
 class AdaptiveThrottle:
     def __init__(self, controller: CubicRateController, max_in_flight: int,
-                 budget: Optional[RetryBudget] = None, backoff: Optional[FullJitterBackoff] = None,
+                 budget: RetryBudget | None = None, backoff: FullJitterBackoff | None = None,
                  max_attempts: int = 10, deadline_s: float = 300.0, burst: float = 1.0,
-                 clock: Clock = SYSTEM_CLOCK, rng: Optional[random.Random] = None) -> None:
+                 clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None) -> None:
         if max_attempts < 1 or deadline_s <= 0:
             raise ValueError("max_attempts must be >= 1 and deadline_s > 0")
         self.controller = controller

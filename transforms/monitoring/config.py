@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
-from transforms.kafka_config import KafkaConnection
+from transforms.kafka.connection import KafkaConnection
 
 #: Cloud Monitoring accepts one point per series every 5-10 s (quotas page, OTel's
 #: WRITE_INTERVAL); 10 s is the safe floor. Only tests and emulators lower it.
@@ -22,13 +21,13 @@ class MonitoringConfig:
     interval_s: float = 30.0
     min_interval_s: float = MIN_INTERVAL_S
     #: host:port of an insecure endpoint (fake server, emulator); None = the real API with ADC.
-    endpoint: Optional[str] = None
+    endpoint: str | None = None
     attempts: int = 2
     timeout_s: float = 5.0
     #: Input topic whose lag and oldest-uncommitted age are sampled (None = not sampled).
-    lag_topic: Optional[str] = None
+    lag_topic: str | None = None
     # Not part of equality/hash (it holds dicts): one exporter per process serves one job.
-    kafka: Optional[KafkaConnection] = field(default=None, compare=False)
+    kafka: KafkaConnection | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.min_interval_s <= 0 or self.interval_s < self.min_interval_s:

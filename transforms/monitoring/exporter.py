@@ -16,17 +16,18 @@ import secrets
 import socket
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Set
+from collections.abc import Callable
 
 import grpc
 from google.api_core import exceptions as api_exceptions
 from google.cloud import monitoring_v3
 from google.cloud.monitoring_v3.services.metric_service.transports import MetricServiceGrpcTransport
 
-from transforms.monitoring import lag, series
+from transforms.kafka import lag
+from transforms.monitoring import metrics, series
 from transforms.monitoring.catalogue import CATALOGUE
 from transforms.monitoring.config import MAX_SERIES_PER_REQUEST, MonitoringConfig
-from transforms.telemetry import TELEMETRY, Snapshot, Telemetry
+from transforms.monitoring.telemetry import TELEMETRY, Snapshot, Telemetry
 
 _LOG = logging.getLogger(__name__)
 
@@ -55,13 +56,14 @@ class Exporter:
         self.resource = series.Resource(config.project, config.location, config.namespace, config.job,
                                         unique_task_id())
         self._client, self._telemetry, self._clock, self._sleep = client, telemetry, clock, sleep
+        self._dropped = metrics.counter("monitoring_dropped_points", telemetry)
         self._project = f"projects/{config.project}"
-        self._last_sent: Dict[series.SeriesKey, float] = {}
-        self._described: Set[str] = set()
-        self._previous: Optional[Snapshot] = None
-        self._probe: Optional[lag.LagProbe] = None
+        self._last_sent: dict[series.SeriesKey, float] = {}
+        self._described: set[str] = set()
+        self._previous: Snapshot | None = None
+        self._probe: lag.LagProbe | None = None
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="monitoring-export", daemon=True)
@@ -112,10 +114,10 @@ class Exporter:
                 for key, _ in chunk:
                     self._last_sent[key] = now
             else:
-                self._telemetry.inc("monitoring_dropped_points", len(chunk))
+                self._dropped.inc(len(chunk))
         return sent
 
-    def _send(self, time_series: List[monitoring_v3.TimeSeries]) -> bool:
+    def _send(self, time_series: list[monitoring_v3.TimeSeries]) -> bool:
         for attempt in range(1, self.config.attempts + 1):
             try:
                 self._client.create_time_series(name=self._project, time_series=time_series,
@@ -129,7 +131,7 @@ class Exporter:
             self._sleep(_RETRY_PAUSE_S)
         return False
 
-    def _describe(self, metric_types: Set[str]) -> None:
+    def _describe(self, metric_types: set[str]) -> None:
         """Creates descriptors (units, descriptions) once; writes auto-create them if this fails."""
         for spec in CATALOGUE.values():
             if spec.type not in metric_types or spec.type in self._described:
@@ -154,11 +156,11 @@ class Exporter:
             _LOG.warning("kafka lag not sampled: %s", e)
 
 
-_EXPORTERS: Dict[MonitoringConfig, Exporter] = {}
+_EXPORTERS: dict[MonitoringConfig, Exporter] = {}
 _EXPORTERS_LOCK = threading.Lock()
 
 
-def ensure_exporter(config: Optional[MonitoringConfig]) -> Optional[Exporter]:
+def ensure_exporter(config: MonitoringConfig | None) -> Exporter | None:
     """Starts this process's exporter for `config` once; never raises (monitoring is optional)."""
     if config is None:
         return None

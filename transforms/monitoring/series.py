@@ -8,22 +8,20 @@ carries exactly one point.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
 
 from google.api import distribution_pb2, label_pb2, metric_pb2, monitored_resource_pb2
 from google.cloud import monitoring_v3
 from google.protobuf import timestamp_pb2
 
-from transforms import telemetry
-from transforms.monitoring.catalogue import (CATALOGUE, COUNTER, DISTRIBUTION, INT64, RETRY_AMPLIFICATION,
-                                             MetricSpec)
-from transforms.telemetry import Distribution, Key, Snapshot
+from transforms.monitoring import telemetry
+from transforms.monitoring.catalogue import CATALOGUE, COUNTER, DISTRIBUTION, INT64, RETRY_AMPLIFICATION, MetricSpec
+from transforms.monitoring.telemetry import Distribution, Key, Snapshot
 
 Kind = metric_pb2.MetricDescriptor.MetricKind
 ValueType = metric_pb2.MetricDescriptor.ValueType
 
 #: (metric type, sorted metric labels): what identifies one series of one writer.
-SeriesKey = Tuple[str, Tuple[Tuple[str, str], ...]]
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def descriptor(spec: MetricSpec) -> metric_pb2.MetricDescriptor:
                 for k in spec.labels])
 
 
-def retry_amplification(current: Snapshot, previous: Optional[Snapshot]) -> Optional[float]:
+def retry_amplification(current: Snapshot, previous: Snapshot | None) -> float | None:
     """Attempts / batches over the batches completed between two snapshots (None: none completed).
 
     Both are counted when a batch completes, so this is exactly the mean
@@ -69,13 +67,13 @@ def retry_amplification(current: Snapshot, previous: Optional[Snapshot]) -> Opti
     return attempts / batches if batches > 0 else None
 
 
-def build(snapshot: Snapshot, previous: Optional[Snapshot], resource: Resource, start_s: float,
-          now_s: float) -> Dict[SeriesKey, monitoring_v3.TimeSeries]:
+def build(snapshot: Snapshot, previous: Snapshot | None, resource: Resource, start_s: float,
+          now_s: float) -> dict[SeriesKey, monitoring_v3.TimeSeries]:
     """One series per catalogued (name, labels) in the snapshot, plus the derived retry amplification."""
-    out: Dict[SeriesKey, monitoring_v3.TimeSeries] = {}
+    out: dict[SeriesKey, monitoring_v3.TimeSeries] = {}
     res = resource.proto()
     start, end = _timestamp(start_s), _timestamp(max(now_s, start_s + 0.001))
-    values: List[Tuple[Key, object]] = [*snapshot.counters.items(), *snapshot.gauges.items(),
+    values: list[tuple[Key, object]] = [*snapshot.counters.items(), *snapshot.gauges.items(),
                                         *snapshot.distributions.items()]
     amplification = retry_amplification(snapshot, previous)
     if amplification is not None:

@@ -19,22 +19,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, Iterator, Optional, Tuple
+from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 from apache_beam import coders
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
-from transforms.kafka_config import KafkaConnection, consumer_config, with_retries
-from transforms.offset_ranges import OffsetRangeSet
-from transforms.records import CommittedOffset, OffsetAck
-from transforms.telemetry import TELEMETRY
+from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
+from transforms.kafka.offset_ranges import OffsetRangeSet
+from transforms.kafka.records import CommittedOffset, OffsetAck
+from transforms.monitoring import metrics
 
 _LOG = logging.getLogger(__name__)
 
 _TIMEOUT_S = 30.0
+
+_OFFSET_COMMITS = metrics.counter("offset_commits")
+_COMMITTED_OFFSET = metrics.gauge("committed_offset")
 
 # (committed base, pending ranges above it)
 _STATE_CODER = coders.TupleCoder((
@@ -47,74 +49,24 @@ class KafkaCommitError(RuntimeError):
     """The group has no committed offset to advance from."""
 
 
-class _CommitFn(beam.DoFn):
-    """Bounded runs: commits what advanced at the end of each bundle.
+class GroupOffsets:
+    """The consumer group's committed offsets in Kafka, through a member that never subscribes.
 
-    It must not even declare a bundle finalizer: portable Flink rejects batch
-    jobs whose DoFns ask for finalization (UnsupportedOperationException).
+    The committer's only way to Kafka (its seam: Beam-glue tests pass an in-memory twin).
     """
-    PENDING = ReadModifyWriteStateSpec("pending", _STATE_CODER)
 
     def __init__(self, conn: KafkaConnection) -> None:
         self._conn = conn
-        self._consumer: Optional[Consumer] = None
         self._lock = threading.Lock()
-        self._to_commit: Dict[Tuple[str, int], int] = {}
-        self._commits = Metrics.counter("kafka_commit", "commits")
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state.update(_consumer=None, _lock=None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def start_bundle(self) -> None:
-        # A fresh dict per bundle: the finalizer keeps the previous one.
-        self._to_commit = {}
-
-    def process(self, keyed: Tuple[str, OffsetAck],
-                pending_state=beam.DoFn.StateParam(PENDING)) -> Iterator[CommittedOffset]:
-        yield from self._advance(keyed[1], pending_state)
-
-    def finish_bundle(self) -> None:
-        if self._to_commit:
-            self._commit_callback(self._to_commit)()
-
-    def _advance(self, ack: OffsetAck, pending_state) -> Iterator[CommittedOffset]:
-        stored = pending_state.read()
-        if stored is None:
-            base, pending = self._committed(ack.topic, ack.partition), OffsetRangeSet()
-        else:
-            base, pending = stored[0], OffsetRangeSet(stored[1])
-        for start, end in ack.ranges:
-            pending.add(start, end)
-        advanced = pending.advance(base)
-        pending_state.write((advanced, pending.ranges))
-        if advanced == base:
-            return
-        self._to_commit[(ack.topic, ack.partition)] = advanced
-        self._commits.inc()
-        TELEMETRY.inc("offset_commits")
-        Metrics.gauge("kafka_commit", f"offset/{ack.topic}/{ack.partition}").set(advanced)
-        yield CommittedOffset(ack.topic, ack.partition, advanced)
-
-    def teardown(self) -> None:
-        with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
+        self._consumer: Consumer | None = None
 
     def _client(self) -> Consumer:
-        """A group member that never subscribes: it only reads and commits offsets."""
         with self._lock:
             if self._consumer is None:
                 self._consumer = Consumer(consumer_config(self._conn))
             return self._consumer
 
-    def _committed(self, topic: str, partition: int) -> int:
+    def committed(self, topic: str, partition: int) -> int:
         client = self._client()
         [tp] = with_retries(
             lambda: client.committed([TopicPartition(topic, partition)], timeout=_TIMEOUT_S))
@@ -124,33 +76,97 @@ class _CommitFn(beam.DoFn):
                 "ReadFromKafka commits one at planning time - was a different group used?")
         return tp.offset
 
-    def _commit_callback(self, offsets: Dict[Tuple[str, int], int]):
-        def commit() -> None:
-            tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
-            try:
-                client = self._client()
-                results = with_retries(lambda: client.commit(offsets=tps, asynchronous=False))
-            except KafkaException as exc:
-                _LOG.error("offset commit %s failed (%s); the next commit supersedes it",
-                           _describe(tps), exc)
-                return
-            failed = [tp for tp in results or () if tp.error is not None]
-            if failed:
-                _LOG.error("offset commit failed for %s; the next commit supersedes it",
-                           ", ".join(f"{tp.topic}/{tp.partition}: {tp.error}" for tp in failed))
-            for tp in results or tps:
-                if tp.error is None:
-                    TELEMETRY.set("committed_offset", tp.offset, topic=tp.topic, partition=tp.partition)
-            if not failed:
-                _LOG.debug("committed %s", _describe(tps))
-        return commit
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commits synchronously; a failure is logged, not raised: the next commit supersedes it."""
+        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+        try:
+            client = self._client()
+            results = with_retries(lambda: client.commit(offsets=tps, asynchronous=False))
+        except KafkaException as exc:
+            _LOG.error("offset commit %s failed (%s); the next commit supersedes it", _describe(tps), exc)
+            return
+        failed = [tp for tp in results or () if tp.error is not None]
+        if failed:
+            _LOG.error("offset commit failed for %s; the next commit supersedes it",
+                       ", ".join(f"{tp.topic}/{tp.partition}: {tp.error}" for tp in failed))
+        for tp in results or tps:
+            if tp.error is None:
+                _COMMITTED_OFFSET.set(tp.offset, topic=tp.topic, partition=tp.partition)
+        if not failed:
+            _LOG.debug("committed %s", _describe(tps))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+
+OffsetsFactory = Callable[[KafkaConnection], GroupOffsets]
+
+
+class _CommitFn(beam.DoFn):
+    """Bounded runs: commits what advanced at the end of each bundle.
+
+    It must not even declare a bundle finalizer: portable Flink rejects batch
+    jobs whose DoFns ask for finalization (UnsupportedOperationException).
+    """
+    PENDING = ReadModifyWriteStateSpec("pending", _STATE_CODER)
+
+    def __init__(self, conn: KafkaConnection, offsets_factory: OffsetsFactory = GroupOffsets) -> None:
+        self._conn = conn
+        self._offsets_factory = offsets_factory
+        self._offsets: GroupOffsets | None = None
+        self._to_commit: dict[tuple[str, int], int] = {}
+
+    def setup(self) -> None:
+        self._offsets = self._offsets_factory(self._conn)
+
+    def start_bundle(self) -> None:
+        # A fresh dict per bundle: the finalizer keeps the previous one.
+        self._to_commit = {}
+
+    def process(self, keyed: tuple[str, OffsetAck],
+                pending_state=beam.DoFn.StateParam(PENDING)) -> Iterator[CommittedOffset]:
+        yield from self._advance(keyed[1], pending_state)
+
+    def finish_bundle(self) -> None:
+        if self._to_commit:
+            self._commit_callback(self._to_commit)()
+
+    def _advance(self, ack: OffsetAck, pending_state) -> Iterator[CommittedOffset]:
+        assert self._offsets is not None
+        stored = pending_state.read()
+        if stored is None:
+            base, pending = self._offsets.committed(ack.topic, ack.partition), OffsetRangeSet()
+        else:
+            base, pending = stored[0], OffsetRangeSet(stored[1])
+        for start, end in ack.ranges:
+            pending.add(start, end)
+        advanced = pending.advance(base)
+        pending_state.write((advanced, pending.ranges))
+        if advanced == base:
+            return
+        self._to_commit[(ack.topic, ack.partition)] = advanced
+        _OFFSET_COMMITS.inc()
+        yield CommittedOffset(ack.topic, ack.partition, advanced)
+
+    def teardown(self) -> None:
+        if self._offsets is not None:
+            self._offsets.close()
+            self._offsets = None
+
+    def _commit_callback(self, offsets: dict[tuple[str, int], int]) -> Callable[[], None]:
+        store = self._offsets
+        assert store is not None
+        return lambda: store.commit(offsets)
 
 
 class _CommitAfterCheckpointFn(_CommitFn):
     """Streaming: commits from a bundle finalizer, which Flink runs after the checkpoint
     that holds this bundle's state has completed."""
 
-    def process(self, keyed: Tuple[str, OffsetAck], finalizer=beam.DoFn.BundleFinalizerParam,
+    def process(self, keyed: tuple[str, OffsetAck], finalizer=beam.DoFn.BundleFinalizerParam,
                 pending_state=beam.DoFn.StateParam(_CommitFn.PENDING)) -> Iterator[CommittedOffset]:
         first = not self._to_commit
         yield from self._advance(keyed[1], pending_state)
@@ -170,20 +186,25 @@ class CommitOffsets(beam.PTransform):
 
     Output: one `CommittedOffset` each time a partition's prefix advances
     (committed at the end of that bundle, or after its checkpoint when
-    `after_checkpoint`: streaming).
+    `after_checkpoint`: streaming). `offsets_factory(connection)` is how the
+    committer reaches the group's offsets (default: Kafka).
     """
 
-    def __init__(self, connection: KafkaConnection, after_checkpoint: bool = False) -> None:
+    def __init__(self, connection: KafkaConnection, after_checkpoint: bool = False,
+                 offsets_factory: OffsetsFactory = GroupOffsets) -> None:
         super().__init__()
         connection.require_group()
         self._conn = connection
         self._after_checkpoint = after_checkpoint
+        self._offsets_factory = offsets_factory
 
     def expand(self, acks: beam.PCollection) -> beam.PCollection:
+        commit_fn = _CommitAfterCheckpointFn if self._after_checkpoint else _CommitFn
         return (
             acks
             | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
             | "KeyByPartition" >> beam.Map(
                 lambda a: (f"{a.topic}/{a.partition}", a)).with_output_types(
-                    Tuple[str, OffsetAck])
-            | "Commit" >> beam.ParDo((_CommitAfterCheckpointFn if self._after_checkpoint else _CommitFn)(self._conn)).with_output_types(CommittedOffset))
+                    tuple[str, OffsetAck])
+            | "Commit" >> beam.ParDo(commit_fn(self._conn, self._offsets_factory))
+            .with_output_types(CommittedOffset))

@@ -12,28 +12,33 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder, TupleCoder, VarIntCoder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
-                                              on_timer)
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.control.batching import BatchPolicy
-from transforms.events import ParsedEvent
+from transforms.events import DeadLetter, ParsedEvent, ScoredEvent
+from transforms.monitoring import metrics
 from transforms.monitoring.config import MonitoringConfig
-from transforms.outputs import DeadLetter, ScoredEvent
-from transforms.scoring_runtime import BatchResult, ScoringConfig, ScoringRuntime, shared_runtime
-from transforms.telemetry import TELEMETRY
+from transforms.scoring.codec import dead_letters, outcome_bucket, scored_events
+from transforms.scoring.runtime import BatchResult, Runtime, RuntimeFactory, ScoringConfig, set_gauges, shared_runtime
 
-NAMESPACE = "enrich"
-REQUEST_OUTCOMES = ("ok", "429", "5xx", "timeout", "connection_error", "other")
+_BATCHES = metrics.counter("batches")
+_BATCH_SIZE = metrics.distribution("batch_size")
+_RETRIES = metrics.counter("retries")
+_THROTTLED_MS = metrics.counter("throttled_ms")
+_EVENTS_SCORED = metrics.counter("events_scored")
+_SCORE_DEAD_LETTERS = metrics.counter("score_dead_letters")
+_REQUESTS = metrics.counter("requests")
+_REQUEST_LATENCY_MS = metrics.distribution("request_latency_ms")
 
 
 def shard_of(account_id: str, num_shards: int) -> int:
@@ -41,72 +46,30 @@ def shard_of(account_id: str, num_shards: int) -> int:
     return zlib.crc32(account_id.encode()) % num_shards
 
 
-class _ScoringMetrics:
-    """Beam metrics for the summary, mirrored into TELEMETRY for live export."""
-
-    def __init__(self) -> None:
-        c = lambda name: Metrics.counter(NAMESPACE, name)  # noqa: E731
-        self.batches, self.events_scored, self.dead_letters = c("batches"), c("events_scored"), c("score_dead_letters")
-        self.retries, self.throttled_ms = c("retries"), c("throttled_ms")
-        self.attempts = {k: c(f"requests_{k}") for k in REQUEST_OUTCOMES}
-        self.batch_size = Metrics.distribution(NAMESPACE, "batch_size")
-        self.latency_ms = Metrics.distribution(NAMESPACE, "request_latency_ms")
-        self.rate = Metrics.gauge(NAMESPACE, "rate_limit_rps")
-        self.in_flight = Metrics.gauge(NAMESPACE, "in_flight")
-        self.in_flight_limit = Metrics.gauge(NAMESPACE, "in_flight_limit")
-
-    def record(self, result: BatchResult, runtime: ScoringRuntime) -> None:
-        out = result.outcome
-        events = len(result.batch)
-        retries = max(0, out.attempts - 1)
-        throttled_ms = int(out.throttled_s * 1000)
-        scored_name = "events_scored" if out.ok else "score_dead_letters"
-        self.batches.inc()
-        self.batch_size.update(events)
-        self.retries.inc(retries)
-        self.throttled_ms.inc(throttled_ms)
-        (self.events_scored if out.ok else self.dead_letters).inc(events)
-        TELEMETRY.inc("batches")
-        TELEMETRY.observe("batch_size", events)
-        TELEMETRY.inc("retries", retries)
-        TELEMETRY.inc("throttled_ms", throttled_ms)
-        TELEMETRY.inc(scored_name, events)
-        for reason, latency in zip(out.reasons, out.latencies_s):
-            outcome = _reason_bucket(reason)
-            self.attempts[outcome].inc()
-            self.latency_ms.update(int(latency * 1000))
-            TELEMETRY.inc("requests", outcome=outcome)
-            TELEMETRY.observe("request_latency_ms", latency * 1000)
-        throttle = runtime.throttle
-        for gauge, value in ((self.rate, throttle.controller.rate),
-                             (self.in_flight, throttle.inflight.in_flight),
-                             (self.in_flight_limit, throttle.inflight.limit)):
-            gauge.set(int(value))
+def record_batch(result: BatchResult, gauges: dict[str, float]) -> None:
+    """The metrics of one completed batch (called on the bundle thread, so Beam records them)."""
+    out = result.outcome
+    events = len(result.batch)
+    _BATCHES.inc()
+    _BATCH_SIZE.observe(events)
+    _RETRIES.inc(max(0, out.attempts - 1))
+    _THROTTLED_MS.inc(int(out.throttled_s * 1000))
+    (_EVENTS_SCORED if out.ok else _SCORE_DEAD_LETTERS).inc(events)
+    for reason, latency in zip(out.reasons, out.latencies_s):
+        _REQUESTS.inc(outcome=outcome_bucket(reason))
+        _REQUEST_LATENCY_MS.observe(latency * 1000)
+    set_gauges(gauges)
 
 
-def _reason_bucket(reason: str) -> str:
-    if reason == "ok" or reason in ("timeout", "connection_error"):
-        return reason
-    if reason == "http_429":
-        return "429"
-    if reason.startswith("http_5"):
-        return "5xx"
-    return "other"
-
-
-def _emit(result: BatchResult) -> Iterator[Tuple[Union[ScoredEvent, DeadLetter], int]]:
+def _emit(result: BatchResult) -> Iterator[tuple[ScoredEvent | DeadLetter, int]]:
     """(output, Kafka timestamp in ms of the event it came from)."""
     out = result.outcome
     if out.ok:
-        latency_ms = result.elapsed_s * 1000
-        for parsed, scored in zip(result.batch, out.value):
-            yield ScoredEvent(parsed, float(scored["score"]), str(scored["decision"]),
-                              str(scored.get("model_version", "")), latency_ms, out.attempts), parsed.timestamp_ms
-        return
-    for parsed in result.batch:
-        yield DeadLetter(reason=out.error or "scoring failed", stage="score", payload=parsed.raw,
-                         source=parsed.source, txn_id=parsed.event.txn_id, attempts=out.attempts,
-                         last_status=out.last_status), parsed.timestamp_ms
+        outputs = scored_events(result.batch, out.value, result.elapsed_s * 1000, out.attempts)
+    else:
+        outputs = dead_letters(result.batch, out.error or "scoring failed", out.attempts, out.last_status)
+    for output, parsed in zip(outputs, result.batch):
+        yield output, parsed.timestamp_ms
 
 
 class ScoreBatchesFn(beam.DoFn):
@@ -117,16 +80,17 @@ class ScoreBatchesFn(beam.DoFn):
     END_OF_WINDOW = TimerSpec("end_of_window", TimeDomain.WATERMARK)
 
     def __init__(self, config: ScoringConfig, policy: BatchPolicy,
-                 monitoring: Optional[MonitoringConfig] = None) -> None:
+                 monitoring: MonitoringConfig | None = None,
+                 runtime_factory: RuntimeFactory = shared_runtime) -> None:
         self._config = config
         self._policy = policy
         self._monitoring = monitoring
-        self._runtime: Optional[ScoringRuntime] = None
-        self._pending: Deque["Future[BatchResult]"] = deque()
+        self._runtime_factory = runtime_factory
+        self._runtime: Runtime | None = None
+        self._pending: deque[Future[BatchResult]] = deque()
 
     def setup(self) -> None:
-        self._runtime = shared_runtime(self._config)
-        self._metrics = _ScoringMetrics()
+        self._runtime = self._runtime_factory(self._config)
         if self._monitoring is not None:
             # Imported here: the Google client libraries load only when export is on.
             from transforms.monitoring.exporter import ensure_exporter
@@ -135,7 +99,7 @@ class ScoreBatchesFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending = deque()
 
-    def process(self, element: Tuple[int, Union[ParsedEvent, DeadLetter]],
+    def process(self, element: tuple[int, ParsedEvent | DeadLetter],
                 buffer=beam.DoFn.StateParam(BUFFER), size=beam.DoFn.StateParam(SIZE),
                 end_of_window=beam.DoFn.TimerParam(END_OF_WINDOW),
                 window=beam.DoFn.WindowParam) -> Iterator[object]:
@@ -171,7 +135,7 @@ class ScoreBatchesFn(beam.DoFn):
         yield from self._completed(block=False)
 
     def _submit(self, buffer) -> None:
-        batch: List[ParsedEvent] = list(buffer.read())
+        batch: list[ParsedEvent] = list(buffer.read())
         buffer.clear()
         if batch:
             assert self._runtime is not None
@@ -181,11 +145,11 @@ class ScoreBatchesFn(beam.DoFn):
         for value, _ in self._completed_with_timestamps(block):
             yield value
 
-    def _completed_with_timestamps(self, block: bool) -> Iterator[Tuple[object, int]]:
+    def _completed_with_timestamps(self, block: bool) -> Iterator[tuple[object, int]]:
         while self._pending and (block or self._pending[0].done()):
             result = self._pending.popleft().result()
             assert self._runtime is not None
-            self._metrics.record(result, self._runtime)
+            record_batch(result, self._runtime.gauges())
             yield from _emit(result)
 
     def finish_bundle(self) -> Iterable[object]:
@@ -215,7 +179,7 @@ class ScoreBatchesStreamingFn(ScoreBatchesFn):
         yield from self._flush(buffer, size)
 
 
-def shard_key(item: Union[ParsedEvent, DeadLetter], num_shards: int) -> int:
+def shard_key(item: ParsedEvent | DeadLetter, num_shards: int) -> int:
     if isinstance(item, DeadLetter):
         return item.source.partition % num_shards
     return shard_of(item.event.account_id, num_shards)
@@ -228,18 +192,23 @@ class ScoreInBatches(beam.PTransform):
     """
 
     def __init__(self, config: ScoringConfig, policy: BatchPolicy, num_shards: int, streaming: bool = False,
-                 monitoring: Optional[MonitoringConfig] = None) -> None:
+                 monitoring: MonitoringConfig | None = None,
+                 runtime_factory: RuntimeFactory = shared_runtime) -> None:
+        """`runtime_factory(config)` gives each DoFn instance its runtime; the default shares one
+        per process and configuration (tests pass a fake)."""
         super().__init__()
         if num_shards < 1:
             raise ValueError("num_shards must be >= 1")
         self._config, self._policy, self._num_shards = config, policy, num_shards
         self._streaming = streaming
         self._monitoring = monitoring
+        self._runtime_factory = runtime_factory
 
     def expand(self, events):
         n = self._num_shards
         fn = ScoreBatchesStreamingFn if self._streaming else ScoreBatchesFn
         return (events
                 | "KeyByShard" >> beam.Map(lambda item: (shard_key(item, n), item))
-                .with_output_types(Tuple[int, Any])
-                | "ScoreBatches" >> beam.ParDo(fn(self._config, self._policy, self._monitoring)))
+                .with_output_types(tuple[int, Any])
+                | "ScoreBatches" >> beam.ParDo(fn(self._config, self._policy, self._monitoring,
+                                                  self._runtime_factory)))

@@ -9,7 +9,6 @@ transaction markers) and the committed prefix can advance over them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,7 @@ class SourcePosition:
     covers_from: int
 
     @property
-    def covered(self) -> Tuple[int, int]:
+    def covered(self) -> tuple[int, int]:
         """Half-open offset range this record accounts for."""
         return (self.covers_from, self.offset + 1)
 
@@ -29,8 +28,8 @@ class SourcePosition:
 class KafkaRecord:
     """One message as read from Kafka."""
     position: SourcePosition
-    key: Optional[bytes]
-    value: Optional[bytes]
+    key: bytes | None
+    value: bytes | None
     timestamp_ms: int
 
 
@@ -38,7 +37,7 @@ class KafkaRecord:
 class OutboundRecord:
     """A message to produce (result or dead letter), with the input it came from."""
     topic: str
-    key: Optional[bytes]
+    key: bytes | None
     value: bytes
     source: SourcePosition
 
@@ -51,7 +50,7 @@ class OffsetAck:
     """
     topic: str
     partition: int
-    ranges: Tuple[Tuple[int, int], ...]
+    ranges: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ crash never skips an offset whose output was not yet written.
 from __future__ import annotations
 
 import bisect
-from typing import Iterable, List, Tuple
+from collections.abc import Iterable
 
-Range = Tuple[int, int]
+Range = tuple[int, int]
 
 
 class OffsetRangeSet:
@@ -20,8 +20,8 @@ class OffsetRangeSet:
     """
 
     def __init__(self, ranges: Iterable[Range] = ()) -> None:
-        self._starts: List[int] = []
-        self._ends: List[int] = []
+        self._starts: list[int] = []
+        self._ends: list[int] = []
         for start, end in ranges:
             self.add(start, end)
 
@@ -53,7 +53,7 @@ class OffsetRangeSet:
         return base
 
     @property
-    def ranges(self) -> Tuple[Range, ...]:
+    def ranges(self) -> tuple[Range, ...]:
         return tuple(zip(self._starts, self._ends))
 
     def __len__(self) -> int:

@@ -7,21 +7,22 @@ configuration, and DoFns only submit batches to it.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Protocol
 
 from transforms.control.backoff import FullJitterBackoff
 from transforms.control.rate_controller import CubicRateController
 from transforms.control.retry_budget import RetryBudget
 from transforms.control.throttle import AdaptiveThrottle, CallOutcome
 from transforms.events import ParsedEvent
-from transforms.scoring_client import ScoringClient, read_token
-from transforms.telemetry import TELEMETRY
+from transforms.monitoring import metrics
+from transforms.monitoring.telemetry import TELEMETRY
+from transforms.scoring.client import ScoringClient, read_token
+from transforms.scoring.codec import encode_request, idempotency_key
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,38 @@ class ScoringConfig:
     backoff_cap_s: float = 10.0
     request_timeout_s: float = 10.0
     # Where the worker reads the bearer token; the token itself never enters the pipeline.
-    token_env: Optional[str] = "SCORING_TOKEN"
-    token_file: Optional[str] = None
+    token_env: str | None = "SCORING_TOKEN"
+    token_file: str | None = None
 
 
 @dataclass
 class BatchResult:
-    batch: List[ParsedEvent]
+    batch: list[ParsedEvent]
     outcome: CallOutcome
     elapsed_s: float
+
+
+class Runtime(Protocol):
+    """What the scoring DoFn needs from a runtime (the seam its Beam-glue tests fill with a fake)."""
+
+    def submit(self, batch: list[ParsedEvent]) -> Future[BatchResult]:
+        """Blocks while the runtime is saturated; the future completes when the batch is done."""
+
+    def gauges(self) -> dict[str, float]:
+        """Current values of the `rate_limit_rps`, `in_flight` and `in_flight_limit` gauges."""
+
+
+RuntimeFactory = Callable[[ScoringConfig], Runtime]
+
+_RATE = metrics.gauge("rate_limit_rps")
+_IN_FLIGHT = metrics.gauge("in_flight")
+_IN_FLIGHT_LIMIT = metrics.gauge("in_flight_limit")
+
+
+def set_gauges(values: dict[str, float]) -> None:
+    _RATE.set(values["rate_limit_rps"])
+    _IN_FLIGHT.set(values["in_flight"])
+    _IN_FLIGHT_LIMIT.set(values["in_flight_limit"])
 
 
 class ScoringRuntime:
@@ -67,19 +91,26 @@ class ScoringRuntime:
             budget=RetryBudget(ratio=config.retry_budget_ratio, min_per_s=config.retry_budget_min_per_s),
             backoff=FullJitterBackoff(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s),
             max_attempts=config.max_attempts, deadline_s=config.deadline_s)
-        self.client = ScoringClient(config.url, token=read_token(config.token_env, config.token_file), pool_size=config.max_in_flight,
-                                    read_timeout_s=config.request_timeout_s)
+        self.client = ScoringClient(config.url, token=read_token(config.token_env, config.token_file),
+                                    pool_size=config.max_in_flight, read_timeout_s=config.request_timeout_s)
         self.max_outstanding = 2 * config.max_in_flight
         self._slots = threading.BoundedSemaphore(self.max_outstanding)
         self._pool = ThreadPoolExecutor(self.max_outstanding, thread_name_prefix="scoring")
-        TELEMETRY.sampler("scoring", self._sample_gauges)
+        # Sampled just before each live snapshot, so the gauges are current even when nothing completes.
+        self._sampler = f"scoring-{id(self):x}"
+        TELEMETRY.sampler(self._sampler, lambda: set_gauges(self.gauges()))
 
-    def _sample_gauges(self) -> None:
-        TELEMETRY.set("rate_limit_rps", self.throttle.controller.rate)
-        TELEMETRY.set("in_flight", self.throttle.inflight.in_flight)
-        TELEMETRY.set("in_flight_limit", self.throttle.inflight.limit)
+    def gauges(self) -> dict[str, float]:
+        return {"rate_limit_rps": self.throttle.controller.rate, "in_flight": self.throttle.inflight.in_flight,
+                "in_flight_limit": self.throttle.inflight.limit}
 
-    def submit(self, batch: List[ParsedEvent]) -> "Future[BatchResult]":
+    def close(self) -> None:
+        """Waits for the batches still running, then releases the threads and the HTTP session."""
+        TELEMETRY.remove_sampler(self._sampler)
+        self._pool.shutdown(wait=True)
+        self.client.close()
+
+    def submit(self, batch: list[ParsedEvent]) -> Future[BatchResult]:
         self._slots.acquire()
         try:
             future = self._pool.submit(self._score, batch)
@@ -89,27 +120,33 @@ class ScoringRuntime:
         future.add_done_callback(lambda _: self._slots.release())
         return future
 
-    def _score(self, batch: List[ParsedEvent]) -> BatchResult:
+    def _score(self, batch: list[ParsedEvent]) -> BatchResult:
         started = time.monotonic()
         txn_ids = [p.event.txn_id for p in batch]
-        body = json.dumps([p.event.to_dict() for p in batch], separators=(",", ":")).encode()
+        body = encode_request(batch)
         key = idempotency_key(txn_ids)
         outcome = self.throttle.call(lambda: self.client.attempt(body, txn_ids, key))
         return BatchResult(batch, outcome, time.monotonic() - started)
 
 
-def idempotency_key(txn_ids: Sequence[str]) -> str:
-    """Stable per batch content, so a runner's bundle retry re-sends the same key."""
-    return hashlib.sha256("\n".join(txn_ids).encode()).hexdigest()[:32]
-
-
-_RUNTIMES: Dict[ScoringConfig, ScoringRuntime] = {}
+_RUNTIMES: dict[ScoringConfig, ScoringRuntime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
 
 def shared_runtime(config: ScoringConfig) -> ScoringRuntime:
+    """The process-wide runtime for `config` (the default `RuntimeFactory`): one throttle per process."""
     with _RUNTIMES_LOCK:
         runtime = _RUNTIMES.get(config)
         if runtime is None:
             runtime = _RUNTIMES[config] = ScoringRuntime(config)
         return runtime
+
+
+def close_runtimes() -> None:
+    """Closes every runtime of this process (the launcher calls it when a local run ends);
+    the next `shared_runtime` call starts a fresh one."""
+    with _RUNTIMES_LOCK:
+        runtimes = list(_RUNTIMES.values())
+        _RUNTIMES.clear()
+    for runtime in runtimes:
+        runtime.close()

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from transforms.kafka_config import KafkaConnection, producer_config
-from transforms.offset_ranges import OffsetRangeSet
-from transforms.records import OffsetAck, OutboundRecord, SourcePosition
-from transforms.telemetry import TELEMETRY
+from transforms.kafka.connection import KafkaConnection, producer_config
+from transforms.kafka.offset_ranges import OffsetRangeSet
+from transforms.kafka.records import OffsetAck, OutboundRecord, SourcePosition
+from transforms.monitoring import metrics
 
 _LOG = logging.getLogger(__name__)
 
 _BACKPRESSURE_POLL_S = 0.05
+
+_RECORDS_WRITTEN = metrics.counter("records_written")
+_BYTES_WRITTEN = metrics.counter("bytes_written")
+_DELIVERY_ERRORS = metrics.counter("delivery_errors")
 
 
 class KafkaWriteError(RuntimeError):
@@ -40,18 +43,17 @@ class _WriteFn(beam.DoFn):
     def __init__(self, conn: KafkaConnection, flush_timeout_s: float) -> None:
         self._conn = conn
         self._flush_timeout_s = flush_timeout_s
-        self._producer: Optional[Producer] = None
+        self._producer: Producer | None = None
         # Bumped per bundle: callbacks of an abandoned bundle are ignored.
         self._generation = 0
-        self._delivered: Dict[Tuple[str, int], OffsetRangeSet] = {}
-        self._failures: List[str] = []
+        self._delivered: dict[tuple[str, int], OffsetRangeSet] = {}
+        self._failures: list[str] = []
         self._last_timestamp = MIN_TIMESTAMP
-        # Delivered since the last ack emission (counters are bumped in batches).
+        # Since the last ack emission (delivery callbacks run outside Beam's metric context,
+        # so they count here and the bundle thread bumps the metrics in batches).
         self._delivered_records = 0
         self._delivered_bytes = 0
-        self._records = Metrics.counter("kafka_write", "records")
-        self._bytes = Metrics.counter("kafka_write", "bytes")
-        self._errors = Metrics.counter("kafka_write", "delivery_errors")
+        self._delivery_errors = 0
 
     def start_bundle(self) -> None:
         if self._producer is None:
@@ -60,7 +62,7 @@ class _WriteFn(beam.DoFn):
         self._delivered = {}
         self._failures = []
         self._last_timestamp = MIN_TIMESTAMP
-        self._delivered_records = self._delivered_bytes = 0
+        self._delivered_records = self._delivered_bytes = self._delivery_errors = 0
 
     def process(self, record: OutboundRecord,
                 timestamp: Timestamp = beam.DoFn.TimestampParam) -> Iterator[OffsetAck]:
@@ -97,11 +99,11 @@ class _WriteFn(beam.DoFn):
             self._producer = None
 
     def _on_delivery(self, generation: int, source: SourcePosition,
-                     err: Optional[KafkaError], msg: Message) -> None:
+                     err: KafkaError | None, msg: Message) -> None:
         if generation != self._generation:
             return
         if err is not None:
-            self._errors.inc()
+            self._delivery_errors += 1
             self._failures.append(f"{msg.topic()}: {err.name()}: {err.str()}")
             return
         self._delivered_records += 1
@@ -110,11 +112,10 @@ class _WriteFn(beam.DoFn):
         self._delivered.setdefault(key, OffsetRangeSet()).add(*source.covered)
 
     def _take_acks(self) -> Iterator[OffsetAck]:
-        if self._delivered_records:
-            self._records.inc(self._delivered_records)
-            TELEMETRY.inc("records_written", self._delivered_records)
-            self._bytes.inc(self._delivered_bytes)
-            self._delivered_records = self._delivered_bytes = 0
+        _RECORDS_WRITTEN.inc(self._delivered_records)
+        _BYTES_WRITTEN.inc(self._delivered_bytes)
+        _DELIVERY_ERRORS.inc(self._delivery_errors)
+        self._delivered_records = self._delivered_bytes = self._delivery_errors = 0
         delivered, self._delivered = self._delivered, {}
         for (topic, partition), ranges in delivered.items():
             yield OffsetAck(topic, partition, ranges.ranges)
@@ -123,6 +124,8 @@ class _WriteFn(beam.DoFn):
         if not self._failures:
             return
         failures, self._failures = self._failures, []
+        _DELIVERY_ERRORS.inc(self._delivery_errors)
+        self._delivery_errors = 0
         # Drop the producer: an idempotent producer may be in a fatal state,
         # and queued records of the failed bundle must not be acked later.
         assert self._producer is not None

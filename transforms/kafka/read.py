@@ -13,22 +13,28 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import (
-    OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message,
-    TopicPartition)
+    OFFSET_INVALID,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
-from transforms.kafka_config import KafkaConnection, consumer_config, with_retries
-from transforms.records import KafkaRecord, PartitionSpec, SourcePosition
+from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
+from transforms.kafka.records import KafkaRecord, PartitionSpec, SourcePosition
+from transforms.monitoring import metrics
 
 _LOG = logging.getLogger(__name__)
 
@@ -36,6 +42,10 @@ _LOG = logging.getLogger(__name__)
 UNBOUNDED_STOP = 2**63 - 1
 
 _METADATA_TIMEOUT_S = 30.0
+
+_RECORDS_READ = metrics.counter("records_read")
+_BYTES_READ = metrics.counter("bytes_read")
+_SKIPPED_OFFSETS = metrics.counter("skipped_offsets")
 
 # Errors after which retrying the poll cannot help: fail the bundle loudly.
 _FATAL_CODES = frozenset({
@@ -56,7 +66,7 @@ class KafkaReadError(RuntimeError):
 
 # Backlog estimate per (topic, partition) from the consumers' cached high
 # watermarks; `restriction_size` of an unbounded read uses it (no broker call).
-_HIGH_WATERMARKS: Dict[Tuple[str, int], int] = {}
+_HIGH_WATERMARKS: dict[tuple[str, int], int] = {}
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ class ReadSettings:
             raise ValueError("max_records_per_call and poll_batch must be >= 1")
 
 
-def plan_stops(specs: Sequence[PartitionSpec], max_records: Optional[int]) -> List[PartitionSpec]:
+def plan_stops(specs: Sequence[PartitionSpec], max_records: int | None) -> list[PartitionSpec]:
     """Cap a bounded plan at `max_records` offsets in total.
 
     Partitions are filled in partition order (deterministic, and each
@@ -105,7 +115,7 @@ class _PlanPartitions(beam.DoFn):
     """
 
     def __init__(self, conn: KafkaConnection, topic: str, bounded: bool,
-                 max_records: Optional[int]) -> None:
+                 max_records: int | None) -> None:
         self._conn = conn
         self._topic = topic
         self._bounded = bounded
@@ -126,7 +136,7 @@ class _PlanPartitions(beam.DoFn):
             if spec.stop > spec.start:
                 yield spec
 
-    def _plan(self, consumer: Consumer) -> Tuple[List[PartitionSpec], List[TopicPartition]]:
+    def _plan(self, consumer: Consumer) -> tuple[list[PartitionSpec], list[TopicPartition]]:
         metadata = consumer.list_topics(self._topic, timeout=_METADATA_TIMEOUT_S)
         topic_md = metadata.topics.get(self._topic)
         if topic_md is None or topic_md.error is not None or not topic_md.partitions:
@@ -139,8 +149,8 @@ class _PlanPartitions(beam.DoFn):
             lambda: consumer.committed(partitions, timeout=_METADATA_TIMEOUT_S))
         specs, to_commit = [], []
         for tp in committed:
-            low, high = with_retries(lambda: consumer.get_watermark_offsets(
-                TopicPartition(self._topic, tp.partition), timeout=_METADATA_TIMEOUT_S))
+            partition = TopicPartition(self._topic, tp.partition)
+            low, high = with_retries(lambda p=partition: consumer.get_watermark_offsets(p, timeout=_METADATA_TIMEOUT_S))
             start = tp.offset if low <= tp.offset <= high else low
             if start != tp.offset:
                 if tp.offset != OFFSET_INVALID:
@@ -170,7 +180,7 @@ class _PartitionRestrictions(RestrictionProvider):
         high = _HIGH_WATERMARKS.get((spec.topic, spec.partition), restriction.start)
         return max(0, high - restriction.start)
 
-    def truncate(self, spec: PartitionSpec, restriction: OffsetRange) -> Optional[OffsetRange]:
+    def truncate(self, spec: PartitionSpec, restriction: OffsetRange) -> OffsetRange | None:
         # On a drain, an unbounded partition read stops at its next checkpoint.
         return None if restriction.stop == UNBOUNDED_STOP else restriction
 
@@ -179,7 +189,7 @@ class _PartitionRestrictions(RestrictionProvider):
 class _CachedConsumer:
     consumer: Consumer
     # Offset the consumer returns next, or None when it must be re-positioned.
-    position: Optional[int] = None
+    position: int | None = None
 
 
 @dataclass
@@ -194,7 +204,7 @@ class _Call:
     bytes: int = 0  # of `records`, for the counter
     skipped: int = 0  # offsets without a record (markers, compaction, retention)
     done: bool = False
-    records: List[TimestampedValue] = field(default_factory=list)
+    records: list[TimestampedValue] = field(default_factory=list)
 
 
 class _ReadPartitionFn(beam.DoFn):
@@ -203,10 +213,7 @@ class _ReadPartitionFn(beam.DoFn):
     def __init__(self, conn: KafkaConnection, settings: ReadSettings) -> None:
         self._conn = conn
         self._settings = settings
-        self._consumers: Dict[Tuple[str, int], _CachedConsumer] = {}
-        self._records = Metrics.counter("kafka_read", "records")
-        self._bytes = Metrics.counter("kafka_read", "bytes")
-        self._skipped = Metrics.counter("kafka_read", "skipped_offsets")
+        self._consumers: dict[tuple[str, int], _CachedConsumer] = {}
         self._slack = Duration(settings.watermark_slack_s)
 
     def setup(self) -> None:
@@ -248,9 +255,9 @@ class _ReadPartitionFn(beam.DoFn):
             if call.records:
                 newest = max(r.timestamp for r in call.records)
                 self._advance_watermark(call, newest - self._slack)
-                self._records.inc(len(call.records))
-                self._bytes.inc(call.bytes)
-                self._skipped.inc(call.skipped)
+                _RECORDS_READ.inc(len(call.records))
+                _BYTES_READ.inc(call.bytes)
+                _SKIPPED_OFFSETS.inc(call.skipped)
                 call.bytes = call.skipped = 0
             yield from call.records
             call.records.clear()
@@ -270,7 +277,7 @@ class _ReadPartitionFn(beam.DoFn):
             cached.consumer.assign([TopicPartition(spec.topic, spec.partition, start)])
         return cached
 
-    def _consume(self, consumer: Consumer, call: _Call) -> List[Message]:
+    def _consume(self, consumer: Consumer, call: _Call) -> list[Message]:
         """What is already fetched (up to the call's quota), else wait for one message.
 
         consume(n, timeout) blocks until n messages or the timeout, so asking
@@ -287,7 +294,7 @@ class _ReadPartitionFn(beam.DoFn):
             raise KafkaReadError(
                 f"{call.spec.topic}/{call.spec.partition}: consume failed: {exc}") from exc
 
-    def _handle_batch(self, call: _Call, messages: List[Message]) -> bool:
+    def _handle_batch(self, call: _Call, messages: list[Message]) -> bool:
         """Claim and convert a polled batch; False if it stopped mid-batch."""
         stop = call.tracker.current_restriction().stop
         for i, msg in enumerate(messages):
@@ -388,7 +395,7 @@ class ReadFromKafka(beam.PTransform):
     """
 
     def __init__(self, connection: KafkaConnection, topic: str, *, bounded: bool = False,
-                 max_records: Optional[int] = None,
+                 max_records: int | None = None,
                  settings: ReadSettings = ReadSettings()) -> None:
         super().__init__()
         connection.require_group()

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Mapping, Optional, TypeVar
+from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -55,7 +56,7 @@ class KafkaConnection:
     so they can override every default below (e.g. `fetch.max.bytes`).
     """
     bootstrap_servers: str
-    group_id: Optional[str] = None
+    group_id: str | None = None
     security: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
     # Consumer pre-fetch caps (per consumer; the reader has one per partition).
@@ -87,9 +88,9 @@ class KafkaConnection:
         return self.group_id
 
 
-def parse_properties(items: Iterable[str]) -> Dict[str, str]:
+def parse_properties(items: Iterable[str]) -> dict[str, str]:
     """Parse `key=value` strings (e.g. repeated CLI flags) into a dict."""
-    parsed: Dict[str, str] = {}
+    parsed: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -98,13 +99,13 @@ def parse_properties(items: Iterable[str]) -> Dict[str, str]:
     return parsed
 
 
-def _common(conn: KafkaConnection) -> Dict[str, object]:
-    config: Dict[str, object] = {"bootstrap.servers": conn.bootstrap_servers}
+def _common(conn: KafkaConnection) -> dict[str, object]:
+    config: dict[str, object] = {"bootstrap.servers": conn.bootstrap_servers}
     config.update(conn.security)
     return config
 
 
-def consumer_config(conn: KafkaConnection) -> Dict[str, object]:
+def consumer_config(conn: KafkaConnection) -> dict[str, object]:
     """Consumer for assign()-based reads and offset commits (never subscribes).
 
     Offsets are committed explicitly by `CommitOffsets` after the outputs are
@@ -128,7 +129,7 @@ def consumer_config(conn: KafkaConnection) -> Dict[str, object]:
     return config
 
 
-def producer_config(conn: KafkaConnection) -> Dict[str, object]:
+def producer_config(conn: KafkaConnection) -> dict[str, object]:
     """Idempotent producer with a bounded local queue."""
     config = _common(conn)
     config.update({
@@ -142,7 +143,7 @@ def producer_config(conn: KafkaConnection) -> Dict[str, object]:
     return config
 
 
-def redacted(config: Mapping[str, object]) -> Dict[str, object]:
+def redacted(config: Mapping[str, object]) -> dict[str, object]:
     """A copy that is safe to log: secret-looking values are masked."""
     return {k: (_REDACTED if _SECRET_KEY.search(k) else v) for k, v in config.items()}
 

@@ -8,16 +8,16 @@ bodies are read up to a bound.
 from __future__ import annotations
 
 import email.utils
-import json
 import os
 import re
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from transforms.control.signals import AttemptKind, AttemptResult
+from transforms.scoring.codec import InvalidResponse, decode_response
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 CONGESTION_STATUS = frozenset({429, 503, 504})
@@ -25,7 +25,7 @@ _POLICY_Q = re.compile(r"\bq=(\d+(?:\.\d+)?)")
 _POLICY_W = re.compile(r"\bw=(\d+(?:\.\d+)?)")
 
 
-def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Retry-After as delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
     if not value:
         return None
@@ -41,7 +41,7 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def parse_policy_rps(value: Optional[str]) -> Optional[float]:
+def parse_policy_rps(value: str | None) -> float | None:
     """Requests/s from `RateLimit-Policy: "default";q=333;w=1` (draft-ietf-httpapi-ratelimit-headers)."""
     if not value:
         return None
@@ -52,7 +52,7 @@ def parse_policy_rps(value: Optional[str]) -> Optional[float]:
     return float(q.group(1)) / window if window > 0 else None
 
 
-def read_token(env_var: Optional[str], path: Optional[str]) -> Optional[str]:
+def read_token(env_var: str | None, path: str | None) -> str | None:
     """The bearer token, from a file (wins) or an environment variable.
 
     Read where the requests are made (on the worker), so the token never
@@ -66,7 +66,7 @@ def read_token(env_var: Optional[str], path: Optional[str]) -> Optional[str]:
 
 
 class ScoringClient:
-    def __init__(self, url: str, token: Optional[str] = None, pool_size: int = 32,
+    def __init__(self, url: str, token: str | None = None, pool_size: int = 32,
                  connect_timeout_s: float = 3.0, read_timeout_s: float = 10.0,
                  max_response_bytes: int = 4 * 1024 * 1024) -> None:
         self.url = url.rstrip("/") + "/score"
@@ -106,8 +106,8 @@ class ScoringClient:
                                      policy_rps=policy)
             return AttemptResult(AttemptKind.FATAL, f"http_{status}", status=status, policy_rps=policy)
 
-    def _read_bounded(self, resp: requests.Response) -> Optional[bytes]:
-        chunks: List[bytes] = []
+    def _read_bounded(self, resp: requests.Response) -> bytes | None:
+        chunks: list[bytes] = []
         size = 0
         try:
             for chunk in resp.iter_content(64 * 1024):
@@ -119,15 +119,12 @@ class ScoringClient:
             return None
         return b"".join(chunks)
 
-    def _success(self, resp: requests.Response, txn_ids: Sequence[str], policy: Optional[float]) -> AttemptResult:
+    def _success(self, resp: requests.Response, txn_ids: Sequence[str], policy: float | None) -> AttemptResult:
         body = self._read_bounded(resp)
         if body is None:
             return AttemptResult(AttemptKind.FATAL, "response_too_large_or_cut", status=200, policy_rps=policy)
         try:
-            results: List[Dict[str, Any]] = json.loads(body)["results"]
-        except (ValueError, KeyError, TypeError):
-            return AttemptResult(AttemptKind.FATAL, "invalid_response_body", status=200, policy_rps=policy)
-        if not isinstance(results, list) or [r.get("txn_id") for r in results] != list(txn_ids):
-            return AttemptResult(AttemptKind.FATAL, "response_does_not_match_request", status=200,
-                                 policy_rps=policy)
-        return AttemptResult(AttemptKind.SUCCESS, "ok", status=200, policy_rps=policy, value=results)
+            verdicts = decode_response(body, txn_ids)
+        except InvalidResponse as exc:
+            return AttemptResult(AttemptKind.FATAL, f"invalid_response: {exc}", status=200, policy_rps=policy)
+        return AttemptResult(AttemptKind.SUCCESS, "ok", status=200, policy_rps=policy, value=verdicts)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, TopicPartition
 
-from transforms.kafka_config import KafkaConnection, consumer_config, with_retries
-from transforms.telemetry import Telemetry
+from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
+from transforms.monitoring import metrics
+from transforms.monitoring.telemetry import Telemetry
 
 
 class KafkaUnreachable(RuntimeError):
@@ -29,10 +29,10 @@ class TopicMissing(LookupError):
 class PartitionLag:
     topic: str
     partition: int
-    committed: Optional[int]       # None: the group has no committed offset here
+    committed: int | None       # None: the group has no committed offset here
     low: int                       # log start offset
     end: int                       # high watermark
-    oldest_ts_ms: Optional[int]    # Kafka timestamp of the record at `position` (None: not fetched / no lag)
+    oldest_ts_ms: int | None    # Kafka timestamp of the record at `position` (None: not fetched / no lag)
 
     @property
     def position(self) -> int:
@@ -44,7 +44,7 @@ class PartitionLag:
     def lag(self) -> int:
         return max(0, self.end - self.position)
 
-    def oldest_age_s(self, now_s: float) -> Optional[float]:
+    def oldest_age_s(self, now_s: float) -> float | None:
         if self.lag == 0:
             return 0.0
         return None if self.oldest_ts_ms is None else max(0.0, now_s - self.oldest_ts_ms / 1000)
@@ -64,7 +64,7 @@ class LagProbe:
     def close(self) -> None:
         self._consumer.close()
 
-    def sample(self, with_age: bool = True) -> List[PartitionLag]:
+    def sample(self, with_age: bool = True) -> list[PartitionLag]:
         partitions = self._partitions()
         try:
             committed = with_retries(lambda: self._consumer.committed(partitions, timeout=self._timeout_s),
@@ -81,7 +81,7 @@ class LagProbe:
         return [PartitionLag(lag.topic, lag.partition, lag.committed, lag.low, lag.end, stamps.get(lag.partition))
                 for lag in lags]
 
-    def _partitions(self) -> List[TopicPartition]:
+    def _partitions(self) -> list[TopicPartition]:
         try:
             metadata = self._consumer.list_topics(self._topic, timeout=self._timeout_s)
         except KafkaException as e:
@@ -92,12 +92,12 @@ class LagProbe:
             raise TopicMissing(f"topic {self._topic!r} does not exist on {self._servers}")
         return [TopicPartition(self._topic, p) for p in sorted(topic.partitions)]
 
-    def _oldest_timestamps(self, positions: Dict[int, int]) -> Dict[int, int]:
+    def _oldest_timestamps(self, positions: dict[int, int]) -> dict[int, int]:
         """Timestamp of the first record at or after each position (fetches at most one batch each)."""
         if not positions:
             return {}
         self._consumer.assign([TopicPartition(self._topic, p, o) for p, o in positions.items()])
-        found: Dict[int, int] = {}
+        found: dict[int, int] = {}
         deadline = time.monotonic() + self._timeout_s
         try:
             while len(found) < len(positions) and time.monotonic() < deadline:
@@ -110,14 +110,16 @@ class LagProbe:
         return found
 
 
-def record(telemetry: Telemetry, lags: List[PartitionLag], now_s: float) -> None:
+def record(telemetry: Telemetry, lags: list[PartitionLag], now_s: float) -> None:
     """Stores the probe's view as the `kafka_lag` / `oldest_uncommitted_age_s` gauges."""
+    lag_gauge = metrics.gauge("kafka_lag", telemetry)
+    age_gauge = metrics.gauge("oldest_uncommitted_age_s", telemetry)
     for lag in lags:
         labels = dict(topic=lag.topic, partition=lag.partition)
-        telemetry.set("kafka_lag", lag.lag, **labels)
+        lag_gauge.set(lag.lag, **labels)
         age = lag.oldest_age_s(now_s)
         if age is not None:
-            telemetry.set("oldest_uncommitted_age_s", age, **labels)
+            age_gauge.set(age, **labels)
 
 
 def _reason(e: KafkaException) -> str:

@@ -1,23 +1,28 @@
 """Process-wide counters and gauges that can be read while a job runs.
 
 Beam metrics reach the launcher only when a portable job ends, so a running
-(streaming) job needs its own export path. Every place that bumps a Beam
-metric also records it here; the Cloud Monitoring exporter and the live
-progress line read snapshots of this registry from within the worker process.
+(streaming) job needs its own export path. The metric handles in
+`transforms.monitoring.metrics` record every catalogued metric here as well
+as in Beam; the Cloud Monitoring exporter and the live progress line read
+snapshots of this registry from within the worker process, and listeners
+(the benchmark's latency tap) see every observed value as it happens.
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Tuple
 
-Labels = Tuple[Tuple[str, str], ...]
-Key = Tuple[str, Labels]
+from transforms.monitoring.catalogue import CATALOGUE
+
+Labels = tuple[tuple[str, str], ...]
+Key = tuple[str, Labels]
+Listener = Callable[[str, float, Labels], None]
 
 
-def _key(name: str, labels: Dict[str, object]) -> Key:
+def _key(name: str, labels: dict[str, object]) -> Key:
     return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
 
 
@@ -41,7 +46,7 @@ class Distribution:
     maximum: float = float("-inf")
     # Sum of squared deviations from the mean (Welford), for a variance without overflow.
     m2: float = 0.0
-    buckets: List[int] = field(default_factory=lambda: [0] * (FINITE_BUCKETS + 2))
+    buckets: list[int] = field(default_factory=lambda: [0] * (FINITE_BUCKETS + 2))
 
     def add(self, value: float) -> None:
         old_mean = self.mean
@@ -56,23 +61,30 @@ class Distribution:
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0
 
-    def copy(self) -> "Distribution":
+    def copy(self) -> Distribution:
         return Distribution(self.count, self.total, self.minimum, self.maximum, self.m2, list(self.buckets))
+
+
+def _catalogued(name: str) -> None:
+    if name not in CATALOGUE:
+        raise KeyError(f"{name!r} is not in transforms/monitoring/catalogue.py")
 
 
 @dataclass
 class Snapshot:
     taken_at: float
-    counters: Dict[Key, int] = field(default_factory=dict)
-    gauges: Dict[Key, float] = field(default_factory=dict)
-    distributions: Dict[Key, Distribution] = field(default_factory=dict)
+    counters: dict[Key, int] = field(default_factory=dict)
+    gauges: dict[Key, float] = field(default_factory=dict)
+    distributions: dict[Key, Distribution] = field(default_factory=dict)
 
     def counter(self, name: str, **labels: object) -> int:
+        _catalogued(name)
         if labels:
             return self.counters.get(_key(name, labels), 0)
         return sum(v for (n, _), v in self.counters.items() if n == name)
 
     def gauge(self, name: str, **labels: object) -> float | None:
+        _catalogued(name)
         return self.gauges.get(_key(name, labels))
 
 
@@ -80,16 +92,30 @@ class Telemetry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.started_at = time.time()
-        self._counters: Dict[Key, int] = {}
-        self._gauges: Dict[Key, float] = {}
-        self._distributions: Dict[Key, Distribution] = {}
-        self._samplers: Dict[str, Callable[[], None]] = {}
+        self._counters: dict[Key, int] = {}
+        self._gauges: dict[Key, float] = {}
+        self._distributions: dict[Key, Distribution] = {}
+        self._samplers: dict[str, Callable[[], None]] = {}
+        self._listeners: list[Listener] = []
 
     def sampler(self, name: str, fn: Callable[[], None]) -> None:
         """Registers (or replaces) a callback that `set`s live gauges just before each snapshot,
         so a gauge such as in_flight is current even when nothing completes."""
         with self._lock:
             self._samplers[name] = fn
+
+    def remove_sampler(self, name: str) -> None:
+        with self._lock:
+            self._samplers.pop(name, None)
+
+    def add_listener(self, listener: Listener) -> None:
+        """`listener(name, value, labels)` is called for every `observe`, outside the lock."""
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [x for x in self._listeners if x is not listener]
 
     def inc(self, name: str, value: int = 1, **labels: object) -> None:
         key = _key(name, labels)
@@ -104,6 +130,9 @@ class Telemetry:
         key = _key(name, labels)
         with self._lock:
             self._distributions.setdefault(key, Distribution()).add(value)
+            listeners = self._listeners
+        for listener in listeners:
+            listener(name, value, key[1])
 
     def snapshot(self) -> Snapshot:
         with self._lock:

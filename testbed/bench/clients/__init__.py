@@ -1,0 +1,35 @@
+"""The scoring step of each benchmarked client, as a PTransform with our output contract.
+
+Every client maps `ParsedEvent | DeadLetter` to one PCollection of
+`ScoredEvent | DeadLetter` (dead letters of earlier stages pass through; one
+output, no Flatten, so the FnApiRunner fuses the whole path into one stage),
+so `EnrichPayments(score=...)` runs them with an identical
+read/parse/write/commit path, and every client encodes requests, validates
+responses and builds outputs with `transforms.scoring.codec`. The baselines are
+written the way a user would write them, not tuned to lose:
+
+* `ours`: the pipeline's default step (`ScoreInBatches`, configured by the pipeline options).
+* `naive` (`naive.py`), `pool` (`pool.py`): thread pools, see each module.
+* `beam` (`request_response.py`): Beam's `RequestResponseIO`.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+CLIENTS = ("ours", "naive", "pool", "beam")
+
+
+def make_client(name: str, url: str, batch_size: int) -> beam.PTransform | None:
+    """None = the pipeline's default step (ours)."""
+    if name == "ours":
+        return None
+    if name == "naive":
+        from testbed.bench.clients.naive import naive_scoring
+        return naive_scoring(url, batch_size)
+    if name == "pool":
+        from testbed.bench.clients.pool import pool_scoring
+        return pool_scoring(url, batch_size)
+    if name == "beam":
+        from testbed.bench.clients.request_response import RequestResponseScoring
+        return RequestResponseScoring(url, batch_size)
+    raise ValueError(f"unknown client {name!r} (choose from {', '.join(CLIENTS)})")

@@ -1,0 +1,105 @@
+"""The scoring service's wire format and what each outcome becomes, in one place.
+
+Request: `POST /score` with a JSON list of events (the schema's fields) and an
+`Idempotency-Key` derived from the batch's txn_ids. Response (200):
+`{"results": [{"txn_id", "score", "decision", "model_version"?}, ...]}`, one
+item per request item, in request order. Every client - the pipeline's and
+each baseline of the benchmark - encodes, validates and emits through these
+functions, so a comparison between them is a comparison of their throttling
+alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transforms.events import DeadLetter, ParsedEvent, ScoredEvent
+
+#: Buckets of the `requests` metric; `outcome_bucket` maps every attempt to one.
+REQUEST_OUTCOMES = ("ok", "429", "5xx", "timeout", "connection_error", "other")
+
+MAX_DECISION_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the service said about one event."""
+    score: float
+    decision: str
+    model_version: str
+
+
+class InvalidResponse(ValueError):
+    """A 200 whose body is not the documented shape; `str(e)` is the one-line reason."""
+
+
+def encode_request(batch: Sequence[ParsedEvent]) -> bytes:
+    return json.dumps([p.event.to_dict() for p in batch], separators=(",", ":")).encode()
+
+
+def idempotency_key(txn_ids: Sequence[str]) -> str:
+    """Stable per batch content, so a runner's bundle retry re-sends the same key."""
+    return hashlib.sha256("\n".join(txn_ids).encode()).hexdigest()[:32]
+
+
+def decode_response(body: bytes, txn_ids: Sequence[str]) -> list[Verdict]:
+    """The verdicts of a 200 response, in request order; InvalidResponse if the body is not that."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):   # JSONDecodeError, undecodable bytes, integer-string limit
+        raise InvalidResponse("response body is not JSON") from None
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(results, list):
+        raise InvalidResponse("response has no 'results' list")
+    if len(results) != len(txn_ids):
+        raise InvalidResponse(f"response has {len(results)} results for {len(txn_ids)} events")
+    return [_verdict(item, txn_id, i) for i, (item, txn_id) in enumerate(zip(results, txn_ids))]
+
+
+def _verdict(item: object, txn_id: str, index: int) -> Verdict:
+    if not isinstance(item, dict):
+        raise InvalidResponse(f"result {index} is not an object")
+    if item.get("txn_id") != txn_id:
+        raise InvalidResponse(f"result {index} is for txn_id {str(item.get('txn_id'))[:80]!r}, not {txn_id!r}")
+    score = item.get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise InvalidResponse(f"result {index} has no numeric 'score'")
+    try:
+        score = float(score)
+    except OverflowError:
+        raise InvalidResponse(f"result {index} has a 'score' out of range") from None
+    if not math.isfinite(score):
+        raise InvalidResponse(f"result {index} has a non-finite 'score'")
+    decision = item.get("decision")
+    if not isinstance(decision, str) or not decision or len(decision) > MAX_DECISION_CHARS:
+        raise InvalidResponse(f"result {index} has no 'decision' string of 1-{MAX_DECISION_CHARS} characters")
+    model_version = item.get("model_version", "")
+    if not isinstance(model_version, str):
+        raise InvalidResponse(f"result {index} has a non-string 'model_version'")
+    return Verdict(score, decision, model_version[:MAX_DECISION_CHARS])
+
+
+def outcome_bucket(reason: str) -> str:
+    """`reason` of an attempt ("ok", "http_429", "timeout", ...) -> one of REQUEST_OUTCOMES."""
+    if reason in ("ok", "timeout", "connection_error"):
+        return reason
+    if reason == "http_429":
+        return "429"
+    if reason.startswith("http_5"):
+        return "5xx"
+    return "other"
+
+
+def scored_events(batch: Sequence[ParsedEvent], verdicts: Sequence[Verdict], latency_ms: float,
+                  attempts: int) -> list[ScoredEvent]:
+    return [ScoredEvent(p, v.score, v.decision, v.model_version, latency_ms, attempts)
+            for p, v in zip(batch, verdicts)]
+
+
+def dead_letters(batch: Sequence[ParsedEvent], reason: str, attempts: int,
+                 status: int | None) -> list[DeadLetter]:
+    return [DeadLetter(reason=reason, stage="score", payload=p.raw, source=p.source, txn_id=p.event.txn_id,
+                       attempts=attempts, last_status=status) for p in batch]
