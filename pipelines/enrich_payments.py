@@ -76,7 +76,8 @@ def kafka_connection(opts: EnrichPaymentsOptions) -> KafkaConnection:
 
 def scoring_config(opts: EnrichPaymentsOptions) -> ScoringConfig:
     return ScoringConfig(
-        url=opts.scoring_url, max_in_flight=opts.max_in_flight, initial_rate=opts.initial_rate,
+        url=opts.scoring_url, max_in_flight=opts.max_in_flight, num_shards=opts.num_shards,
+        min_in_flight=opts.min_in_flight, in_flight_headroom=opts.in_flight_headroom, initial_rate=opts.initial_rate,
         min_rate=opts.min_rate, max_rate=opts.max_rate, max_attempts=opts.max_attempts,
         deadline_s=opts.batch_deadline, retry_budget_ratio=opts.retry_budget_ratio,
         request_timeout_s=opts.request_timeout,

@@ -52,7 +52,13 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--max_batch_wait", type=float, default=2.0,
                        help="Streaming: max seconds an open batch waits before it is sent.")
         g.add_argument("--max_in_flight", type=int, default=32,
-                       help="Max concurrent requests per worker process (shared by all threads).")
+                       help="Hard cap on requests in flight at the service for the whole job, whatever the number "
+                            "of workers (split over the --num_shards shards; the adaptive limit stays below it).")
+        g.add_argument("--min_in_flight", type=int, default=1,
+                       help="Floor of a worker's adaptive in-flight limit (at most the per-shard cap "
+                            "--max_in_flight // --num_shards).")
+        g.add_argument("--in_flight_headroom", type=float, default=2.0,
+                       help="Adaptive in-flight limit = learned rate x latency x this (>= 1).")
         g.add_argument("--initial_rate", type=float, default=50.0, help="Starting request rate (req/s).")
         g.add_argument("--min_rate", type=float, default=1.0, help="Floor of the learned request rate (req/s).")
         g.add_argument("--max_rate", type=float, default=10_000.0, help="Ceiling of the learned rate (req/s).")
@@ -126,6 +132,15 @@ def validate(opts: EnrichPaymentsOptions) -> None:
         positive(name, getattr(opts, name))
     if not opts.min_rate <= opts.initial_rate <= opts.max_rate:
         raise ConfigError("rates must satisfy --min_rate <= --initial_rate <= --max_rate")
+    if opts.max_in_flight < opts.num_shards:
+        raise ConfigError(f"--max_in_flight ({opts.max_in_flight}) must be >= --num_shards ({opts.num_shards}): "
+                          "the job-wide cap is split over the shards, at least one request each")
+    if not 1 <= opts.min_in_flight <= opts.max_in_flight // opts.num_shards:
+        raise ConfigError(f"--min_in_flight ({opts.min_in_flight}) must be between 1 and the per-shard cap "
+                          f"--max_in_flight // --num_shards ({opts.max_in_flight // opts.num_shards})")
+    if opts.in_flight_headroom is None or opts.in_flight_headroom < 1:
+        raise ConfigError(f"--in_flight_headroom must be >= 1 (got {opts.in_flight_headroom}): "
+                          "below 1 the limit could not carry the learned rate")
     if not 0 <= opts.retry_budget_ratio <= 1:
         raise ConfigError(f"--retry_budget_ratio must be in [0, 1] (got {opts.retry_budget_ratio})")
     if opts.drain_chunk is None or opts.drain_chunk < 0:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 
 class FakeClock:
@@ -21,3 +22,8 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.sleep(seconds)
+
+    def wait(self, condition: threading.Condition, predicate: Callable[[], bool], seconds: float) -> None:
+        """Nothing else runs on a fake clock, so a wait lasts its full length unless already satisfied."""
+        if not predicate():
+            self.sleep(seconds)

@@ -40,7 +40,7 @@ class FakeRuntime:
     def __init__(self, run: str) -> None:
         self._run = run
 
-    def submit(self, batch: list[ParsedEvent]) -> Future[BatchResult]:
+    def submit(self, batch: list[ParsedEvent], shard: int) -> Future[BatchResult]:
         with _LOCK:
             _SUBMITTED[self._run].append(list(batch))
         if any(p.event.txn_id.startswith("fail") for p in batch):

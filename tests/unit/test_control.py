@@ -10,7 +10,9 @@ import pytest
 from tests.unit.fake_clock import FakeClock
 from transforms.control.backoff import FullJitterBackoff
 from transforms.control.batching import BatchPolicy
+from transforms.control.concurrency import ConcurrencyLimit
 from transforms.control.inflight import InFlightLimiter
+from transforms.control.job_share import JobShare
 from transforms.control.pacer import Pacer
 from transforms.control.rate_controller import CubicRateController
 from transforms.control.retry_budget import RetryBudget
@@ -23,34 +25,16 @@ R503 = AttemptResult(AttemptKind.RETRYABLE, "http_503", status=503, congestion=T
 F400 = AttemptResult(AttemptKind.FATAL, "http_400", status=400)
 
 
-class SimulatedService:
-    """A token-bucket rate limit on the fake clock, like the real scoring service."""
-
-    def __init__(self, clock: FakeClock, rate: float, burst: float = 5.0) -> None:
-        self.clock, self.rate, self.burst = clock, rate, burst
-        self.tokens, self.last = burst, clock.now()
-        self.accepted = self.rejected = 0
-
-    def attempt(self) -> AttemptResult:
-        now = self.clock.now()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        self.clock.advance(0.002)  # service time
-        if self.tokens >= 1:
-            self.tokens -= 1
-            self.accepted += 1
-            return OK
-        self.rejected += 1
-        return R429
-
-
 # --- pacer -----------------------------------------------------------------------------
 
-def test_pacer_spaces_requests_at_its_rate() -> None:
+def test_pacer_spaces_requests_at_its_rate_within_its_horizon() -> None:
     clock = FakeClock()
-    pacer = Pacer(rate=10, burst=1, clock=clock)
+    pacer = Pacer(rate=10, burst=1, horizon_s=0.25, clock=clock)
     waits = [pacer.reserve() for _ in range(5)]
-    assert waits == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert waits[:3] == pytest.approx([0.0, 0.1, 0.2])
+    assert waits[3:] == [None, None]          # beyond the horizon: nothing booked, ask again later
+    clock.advance(0.25)
+    assert pacer.reserve() == pytest.approx(0.05)
 
 
 def test_pacer_lets_a_burst_through_after_idling() -> None:
@@ -62,11 +46,16 @@ def test_pacer_lets_a_burst_through_after_idling() -> None:
     assert waits[3] > 0
 
 
-def test_pacer_counts_slots() -> None:
-    pacer = Pacer(rate=100, clock=FakeClock())
-    for _ in range(7):
-        pacer.acquire()
-    assert pacer.sent == 7
+def test_a_rate_change_retimes_the_next_slot_and_leaves_nothing_banked() -> None:
+    clock = FakeClock()
+    pacer = Pacer(rate=1, horizon_s=0.25, clock=clock)
+    assert pacer.reserve() == 0.0
+    assert pacer.reserve() is None            # the next slot is 1 s away: not booked
+    pacer.set_rate(100)                       # the service is back: the next slot is 10 ms after the last
+    assert pacer.reserve() == pytest.approx(0.01)
+    pacer.set_rate(1)                         # and a cut leaves at most one horizon booked at the old rate
+    clock.advance(2)
+    assert pacer.reserve() == 0.0
 
 
 # --- in-flight limiter ------------------------------------------------------------------
@@ -89,6 +78,15 @@ def test_inflight_limiter_never_exceeds_its_cap_across_threads() -> None:
     assert limiter.peak == 4
     assert max(seen) <= 4
     assert limiter.in_flight == 0
+
+
+def test_inflight_limiter_try_acquire_and_recent_peak() -> None:
+    limiter = InFlightLimiter(2)
+    assert limiter.try_acquire() and limiter.try_acquire() and not limiter.try_acquire()
+    limiter.release()
+    assert limiter.take_recent_peak() == 2 and limiter.take_recent_peak() == 1
+    limiter.set_limit(3)
+    assert limiter.try_acquire() and limiter.try_acquire() and not limiter.try_acquire()
 
 
 def test_inflight_limiter_rejects_zero() -> None:
@@ -162,20 +160,162 @@ def test_batch_policy_rejects_impossible_values(kwargs) -> None:
         BatchPolicy(**kwargs)
 
 
-# --- rate controller against a simulated rate limit -------------------------------------
+# --- rate controller (its behaviour against services is in test_control_sim.py) --------
 
-def run_sim(clock: FakeClock, throttle: AdaptiveThrottle, service: SimulatedService, seconds: float) -> tuple[int, int]:
-    """Unlimited demand paced by the throttle's learned rate for `seconds` (first attempts only;
-    the retry loop is tested separately); returns (accepted, rejected) in that span."""
-    a0, r0 = service.accepted, service.rejected
-    end = clock.now() + seconds
-    while clock.now() < end:
-        throttle.pacer.acquire()
-        result = service.attempt()
-        throttle.controller.record(result, 0.002)
-        throttle._tick()
-    return service.accepted - a0, service.rejected - r0
+def ticks(clock: FakeClock, controller: CubicRateController, n: int, *results: AttemptResult,
+          latency: float = 0.01, send: float | None = None) -> None:
+    """`n` ticks of 0.25 s, each recording `results` and having started `send` x rate x 0.25 attempts."""
+    for _ in range(n):
+        clock.advance(0.25)
+        ticks.sent += int(controller.rate * 0.25 * (1.0 if send is None else send)) + 1
+        for r in results:
+            controller.record(r, latency)
+        controller.tick(ticks.sent)
 
+
+ticks.sent = 0
+
+
+def test_controller_does_not_grow_while_app_limited() -> None:
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=100, clock=clock)
+    ticks(clock, controller, 100, OK, send=0.1)
+    assert controller.rate == pytest.approx(100)
+
+
+def test_policy_header_caps_the_rate_scaled_by_the_workers_share() -> None:
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=50, clock=clock)
+    policy_ok = AttemptResult(AttemptKind.SUCCESS, "ok", status=200, policy_rps=120.0)
+    ticks(clock, controller, 80, policy_ok)
+    assert controller.rate == pytest.approx(120)
+    controller.set_share(0.25)
+    ticks(clock, controller, 1, policy_ok)
+    assert controller.rate == pytest.approx(30)
+
+
+def test_latency_guard_holds_growth_while_latency_is_inflated() -> None:
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=50, clock=clock)
+    ticks(clock, controller, 8, OK, latency=0.02)
+    held = controller.rate
+    ticks(clock, controller, 2, OK, latency=0.5)     # 25x the baseline: hold, do not probe upward
+    assert controller.rate == pytest.approx(held)
+    ticks(clock, controller, 4, OK, latency=0.02)
+    assert controller.rate > held                   # growth resumes once latency is back
+
+
+def test_one_congestion_event_cuts_the_rate_by_a_bounded_factor() -> None:
+    """A bundle boundary (nothing sent) that coincides with a 429 must not take the rate to the floor."""
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=100, max_rate=100, clock=clock)
+    ticks(clock, controller, 8, OK)
+    ticks(clock, controller, 1, OK, R429, send=0.0)   # nothing sent, one success: a bundle boundary
+    assert controller.rate == pytest.approx(64, rel=0.05)
+    assert controller.decreases == 1
+
+
+def test_a_cut_goes_to_beta_times_what_the_service_accepted_once_per_reaction_window() -> None:
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=100, max_rate=100, beta=0.85, clock=clock)
+    ticks(clock, controller, 8, OK)
+
+    def tick_accepting(n: int) -> None:      # 25 started per tick, n accepted, one 429
+        clock.advance(0.25)
+        ticks.sent += 25
+        for _ in range(n):
+            controller.record(OK, 0.01)
+        controller.record(R429, 0.001)
+        controller.tick(ticks.sent)
+    for _ in range(4):
+        tick_accepting(22)                      # the last second: 88 accepted/s
+    assert controller.decreases == 2            # one per reaction window (2 ticks), not one per tick
+    assert 0.64 * 64 <= controller.rate <= 0.85 * 88   # never more than beta x the accepted rate
+
+
+def test_outage_holds_the_learned_rate_probes_and_resumes_at_once() -> None:
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=300, max_rate=300, probe_rate=2.0, clock=clock)
+    ticks(clock, controller, 8, OK)
+    ticks(clock, controller, 80, R503)               # 20 s without a success
+    assert controller.in_outage
+    assert controller.rate == 2.0                     # waiting batches probe, they do not hammer
+    assert controller.learned_rate == pytest.approx(300)   # the cut of the first second is given back
+    ticks(clock, controller, 1, OK, R503)             # back, with stragglers still failing
+    assert not controller.in_outage and controller.recoveries == 1
+    assert controller.rate == pytest.approx(300)
+
+
+def test_an_outage_is_seen_from_the_clock_alone() -> None:
+    """Ticks run without answers: a service that stops answering is an outage after `outage_s`."""
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=100, max_rate=100, outage_s=1.0, clock=clock)
+    ticks(clock, controller, 8, OK)
+    ticks(clock, controller, 1, R503)                 # the episode opens ...
+    ticks(clock, controller, 4)                       # ... then nothing comes back at all
+    assert controller.in_outage
+
+
+def test_latency_noise_never_ratchets_the_rate_down() -> None:
+    """Jittery latency (a loaded machine) with no congestion must not lower the rate."""
+    clock = FakeClock()
+    controller = CubicRateController(initial_rate=100, max_rate=100, clock=clock)
+    rng = random.Random(11)
+    for _ in range(400):                        # 100 s
+        clock.advance(0.25)
+        ticks.sent += 25
+        controller.record(OK, rng.choice([0.005, 0.01, 0.2, 0.5]))
+        controller.tick(ticks.sent)
+    assert controller.rate == pytest.approx(100)
+
+
+# --- concurrency limit and job share ---------------------------------------------------
+
+def test_concurrency_follows_littles_law_between_floor_and_hard_cap() -> None:
+    limit = ConcurrencyLimit(hard_cap=64, floor=2, headroom=2.0)
+    limit.record(OK, 0.02)
+    assert limit.update(rate=333, peak_in_flight=7, outage=False) == 15      # 333 x 0.02 x 2 + 1
+    for _ in range(10):
+        limit.record(OK, 0.2)                                                 # latency x10
+        limit.update(rate=333, peak_in_flight=60, outage=False)
+    assert limit.limit == 64                                                   # never above the hard cap
+    limit.record(OK, 0.0001)
+    for _ in range(10):
+        limit.record(OK, 0.0001)
+        limit.update(rate=1, peak_in_flight=1, outage=False)
+    assert limit.limit == 2                                                    # nor below the floor
+
+
+def test_concurrency_rejections_shrink_the_limit_and_it_creeps_back() -> None:
+    limit = ConcurrencyLimit(hard_cap=64, floor=2, headroom=2.0)
+    for _ in range(5):
+        limit.record(OK, 0.2)
+        limit.update(rate=333, peak_in_flight=64, outage=False)
+    limit.record(OK, 0.2)
+    limit.record(R503, 0.001)
+    assert limit.update(rate=333, peak_in_flight=50, outage=False) == 40      # 0.8 x the peak
+    limit.record(OK, 0.2)
+    assert limit.update(rate=333, peak_in_flight=40, outage=False) == 41      # one slot per tick
+    for _ in range(5):                                                         # an outage teaches nothing
+        limit.record(R503, 0.001)
+        assert limit.update(rate=333, peak_in_flight=41, outage=True) == 41
+
+
+def test_job_share_splits_the_cap_over_the_shards_a_worker_serves() -> None:
+    clock = FakeClock()
+    share = JobShare(num_shards=8, job_max_in_flight=32, ttl_s=60, clock=clock)
+    assert share.in_flight_cap() == 4 and share.fraction() == pytest.approx(1 / 8)
+    share.saw(0)
+    share.saw(3)
+    assert share.in_flight_cap() == 8 and share.fraction() == pytest.approx(2 / 8)
+    clock.advance(61)
+    share.saw(5)
+    assert share.in_flight_cap() == 4      # shards 0 and 3 moved away
+    with pytest.raises(ValueError):
+        JobShare(num_shards=8, job_max_in_flight=4)
+
+
+# --- the throttle's retry loop ----------------------------------------------------------
 
 def make_throttle(clock: FakeClock, **kw) -> AdaptiveThrottle:
     controller = CubicRateController(initial_rate=20, clock=clock, **kw)
@@ -183,80 +323,6 @@ def make_throttle(clock: FakeClock, **kw) -> AdaptiveThrottle:
                             backoff=FullJitterBackoff(rng=random.Random(4)),
                             budget=RetryBudget(clock=clock))
 
-
-def test_controller_converges_near_capacity_with_few_rejections() -> None:
-    clock = FakeClock()
-    service = SimulatedService(clock, rate=333)
-    throttle = make_throttle(clock)
-    run_sim(clock, throttle, service, 30)  # warm-up: slow start and first cycles
-    accepted, rejected = run_sim(clock, throttle, service, 60)
-    assert accepted / 60 >= 0.9 * 333
-    assert rejected / (accepted + rejected) <= 0.03
-
-
-def test_controller_follows_a_capacity_drop_and_recovers_after_restore() -> None:
-    clock = FakeClock()
-    service = SimulatedService(clock, rate=333)
-    throttle = make_throttle(clock)
-    run_sim(clock, throttle, service, 30)
-    service.rate = 166
-    run_sim(clock, throttle, service, 10)
-    accepted, rejected = run_sim(clock, throttle, service, 20)
-    assert rejected / (accepted + rejected) <= 0.05   # excess rejections stopped
-    assert throttle.controller.rate < 1.3 * 166
-    service.rate = 333
-    run_sim(clock, throttle, service, 30)
-    accepted, _ = run_sim(clock, throttle, service, 10)
-    assert accepted / 10 >= 0.9 * 333
-
-
-def test_controller_does_not_grow_while_app_limited() -> None:
-    clock = FakeClock()
-    controller = CubicRateController(initial_rate=100, clock=clock)
-    sent = 0
-    for _ in range(100):        # 25 s at 10 req/s << 100 req/s
-        clock.advance(0.25)
-        sent += 2
-        controller.record(OK, 0.01)
-        controller.tick(sent)
-    assert controller.rate == pytest.approx(100)
-
-
-def test_policy_header_caps_the_rate() -> None:
-    clock = FakeClock()
-    controller = CubicRateController(initial_rate=50, clock=clock)
-    policy_ok = AttemptResult(AttemptKind.SUCCESS, "ok", status=200, policy_rps=120.0)
-    sent = 0
-    for _ in range(80):
-        clock.advance(0.25)
-        sent += int(controller.rate * 0.25) + 1
-        controller.record(policy_ok, 0.01)
-        controller.tick(sent)
-    assert controller.rate == pytest.approx(120)
-
-
-def test_latency_guard_holds_growth_while_latency_is_inflated() -> None:
-    clock = FakeClock()
-    controller = CubicRateController(initial_rate=50, clock=clock)
-    sent = 0
-
-    def run(latency: float, ticks: int) -> None:
-        nonlocal sent
-        for _ in range(ticks):
-            clock.advance(0.25)
-            sent += int(controller.rate * 0.25) + 1
-            controller.record(OK, latency)
-            controller.tick(sent)
-
-    run(0.02, 8)
-    held = controller.rate
-    run(0.5, 2)                  # 25x the baseline: hold, do not probe upward
-    assert controller.rate == pytest.approx(held)
-    run(0.02, 4)
-    assert controller.rate > held  # growth resumes once latency is back
-
-
-# --- the throttle's retry loop ----------------------------------------------------------
 
 def scripted(results):
     it = iter(results)
@@ -299,60 +365,28 @@ def test_outage_attempts_stay_within_the_retry_budget() -> None:
     assert out.attempts <= 1 + 10 + 60 * 1.0 + 1
 
 
-def test_latency_noise_never_ratchets_the_rate_down() -> None:
-    """Jittery latency (a loaded machine) with no congestion must not lower the rate."""
-    clock = FakeClock()
-    controller = CubicRateController(initial_rate=100, max_rate=100, clock=clock)
-    rng = random.Random(11)
-    sent = 0
-    for _ in range(400):                        # 100 s
-        clock.advance(0.25)
-        sent += 25
-        controller.record(OK, rng.choice([0.005, 0.01, 0.2, 0.5]))
-        controller.tick(sent)
-    assert controller.rate == pytest.approx(100)
 
 
-def test_outage_recovers_by_slow_start_to_the_previous_rate() -> None:
-    clock = FakeClock()
-    service = SimulatedService(clock, rate=333)
-    throttle = make_throttle(clock)
-    run_sim(clock, throttle, service, 30)
-    before = throttle.controller.rate
-    # 30 s outage: every attempt is refused, the rate falls to the floor
-    end = clock.now() + 30
-    while clock.now() < end:
-        throttle.pacer.acquire()
-        clock.advance(0.001)
-        throttle.controller.record(R503, 0.001)
-        throttle._tick()
-    assert throttle.controller.rate <= 2
-    accepted, _ = run_sim(clock, throttle, service, 10)
-    assert throttle.controller.rate >= 0.75 * before      # back near the pre-outage rate ...
-    accepted, _ = run_sim(clock, throttle, service, 10)
-    assert accepted / 10 >= 0.9 * 333                     # ... and at capacity within 20 s
+def test_parked_calls_wake_when_the_service_comes_back() -> None:
+    """A retry parked for 8 s of backoff goes out as soon as the controller sees the outage end."""
+    controller = CubicRateController(initial_rate=100, outage_s=0.2, tick_s=0.05)
+    throttle = AdaptiveThrottle(controller, max_in_flight=4, budget=RetryBudget(max_tokens=10))
+    answers = iter([AttemptResult(AttemptKind.RETRYABLE, "http_503", status=503, congestion=True,
+                                  retry_after_s=8.0)] + [OK] * 10)
+    done = threading.Event()
+    outcome: list = []
 
-
-def test_outage_is_recognised_when_recovery_tick_still_carries_rejections() -> None:
-    """Threads still finishing refused attempts when the service returns must not hide the outage."""
-    clock = FakeClock()
-    controller = CubicRateController(initial_rate=300, clock=clock)
-    sent = 0
-
-    def tick(*results) -> None:
-        nonlocal sent
-        clock.advance(0.25)
-        sent += int(controller.rate * 0.25) + 1
-        for r in results:
-            controller.record(r, 0.01)
-        controller.tick(sent)
-
-    for _ in range(8):
-        tick(OK)
-    for _ in range(80):        # 20 s outage
-        tick(R503)
-    assert controller.rate <= 2
-    tick(OK, R503)             # back, with stragglers
-    for _ in range(16):        # 4 s
-        tick(OK)
-    assert controller.rate >= 0.75 * 300
+    def call() -> None:
+        outcome.append(throttle.call(lambda: next(answers)))
+        done.set()
+    threading.Thread(target=call, daemon=True).start()
+    time.sleep(0.05)
+    for _ in range(20):                     # the control thread: ticks see the outage, then a success
+        time.sleep(0.05)
+        throttle.tick()
+    controller.record(OK, 0.01)             # another batch's success ends the outage
+    time.sleep(0.06)
+    throttle.tick()
+    assert controller.recoveries == 1
+    assert done.wait(2.0), "the parked retry did not wake"
+    assert outcome[0].ok and outcome[0].attempts == 2

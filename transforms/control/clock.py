@@ -1,7 +1,10 @@
-"""Time source injected into every controller, so tests run on a fake clock."""
+"""Time source injected into every controller, so tests run on a fake clock and the
+simulation in simulated time."""
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -11,6 +14,9 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None:
         """Block the calling thread."""
+
+    def wait(self, condition: threading.Condition, predicate: Callable[[], bool], seconds: float) -> None:
+        """With `condition` held: block until `predicate()` holds or `seconds` pass."""
 
 
 class SystemClock:
@@ -22,6 +28,10 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, condition: threading.Condition, predicate: Callable[[], bool], seconds: float) -> None:
+        if seconds > 0:
+            condition.wait_for(predicate, timeout=seconds)
 
 
 SYSTEM_CLOCK = SystemClock()

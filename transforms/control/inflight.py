@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 
 class InFlightLimiter:
-    """A resizable semaphore that also records the peak it allowed."""
+    """A resizable semaphore that records the peak it allowed (overall and since the last look)."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -16,6 +16,7 @@ class InFlightLimiter:
         self._limit = limit
         self._in_flight = 0
         self._peak = 0
+        self._recent_peak = 0
 
     @property
     def limit(self) -> int:
@@ -29,17 +30,34 @@ class InFlightLimiter:
     def peak(self) -> int:
         return self._peak
 
+    def take_recent_peak(self) -> int:
+        """The peak since the previous call (at least what is in flight now)."""
+        with self._cond:
+            peak, self._recent_peak = self._recent_peak, self._in_flight
+            return peak
+
     def set_limit(self, limit: int) -> None:
         with self._cond:
             self._limit = max(1, limit)
             self._cond.notify_all()
 
+    def try_acquire(self) -> bool:
+        with self._cond:
+            if self._in_flight >= self._limit:
+                return False
+            self._take()
+            return True
+
     def acquire(self) -> None:
         with self._cond:
             while self._in_flight >= self._limit:
                 self._cond.wait()
-            self._in_flight += 1
-            self._peak = max(self._peak, self._in_flight)
+            self._take()
+
+    def _take(self) -> None:
+        self._in_flight += 1
+        self._peak = max(self._peak, self._in_flight)
+        self._recent_peak = max(self._recent_peak, self._in_flight)
 
     def release(self) -> None:
         with self._cond:

@@ -1,22 +1,38 @@
 """Enforces the learned limits around one logical call (the "Limiter").
 
 For each call (one batch): deposit in the retry budget, wait for a pacer slot
-(rate), take an in-flight slot (concurrency), attempt, feed the controller,
+(rate), take an in-flight slot (concurrency), attempt, feed the controllers,
 then either return, give up (fatal status, attempt limit, deadline) or back
 off with full jitter (honouring Retry-After) and retry when the budget allows.
-Every wait blocks the calling thread: that is how pressure travels upstream to
-the Kafka reader instead of piling work up in memory.
+
+The life of a call is written once, as `steps()`: a generator that yields what
+to do next - `Sleep` (pacer), `Park` (backoff or an empty budget: a wait the
+end of an outage cuts short) or `ATTEMPT` - and receives each attempt's
+result. `call()` performs those steps with real threads, blocking the caller
+(that is how pressure travels upstream to the Kafka reader instead of piling
+work up in memory); the simulation in `testbed/sim` performs the same steps in
+simulated time. `tick()` moves the controllers on; the runtime's control
+thread calls it every tick, and `call()` also does after each attempt.
+
+How many calls may be outstanding is decided here too (`enter`/`leave`): up to
+`outstanding_factor` x the in-flight limit that are active (waiting for the
+pacer or in flight), and as many again parked. Parked calls must not count
+against the active ones: when a burst of 429s parks every outstanding batch on
+its backoff or an empty retry budget, no first attempt could start - and first
+attempts are what refill the budget - so the client stalled with its rate
+unused.
 """
 from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from transforms.control.backoff import FullJitterBackoff
 from transforms.control.clock import SYSTEM_CLOCK, Clock
+from transforms.control.concurrency import ConcurrencyLimit
 from transforms.control.inflight import InFlightLimiter
 from transforms.control.pacer import Pacer
 from transforms.control.rate_controller import CubicRateController
@@ -33,49 +49,94 @@ class CallOutcome:
     latencies_s: list[float] = field(default_factory=list)
     throttled_s: float = 0.0                           # waited on pacer, backoff and budget
     last_status: int | None = None
-    error: str | None = None                        # why it gave up (dead-letter reason)
+    error: str | None = None                           # why it gave up (dead-letter reason)
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait this long (a pacer slot)."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Park:
+    """Wait up to this long; the end of an outage wakes every parked call at once."""
+    seconds: float
+
+
+class _Attempt:
+    """Take an in-flight slot, make the attempt, release the slot; send back (result, latency_s)."""
+
+
+ATTEMPT = _Attempt()
+Step = Sleep | Park | _Attempt
+Steps = Generator[Step, Any, CallOutcome]
 
 
 class AdaptiveThrottle:
     def __init__(self, controller: CubicRateController, max_in_flight: int,
                  budget: RetryBudget | None = None, backoff: FullJitterBackoff | None = None,
                  max_attempts: int = 10, deadline_s: float = 300.0, burst: float = 1.0,
+                 concurrency: ConcurrencyLimit | None = None, outstanding_factor: int = 2,
                  clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None) -> None:
         if max_attempts < 1 or deadline_s <= 0:
             raise ValueError("max_attempts must be >= 1 and deadline_s > 0")
         self.controller = controller
-        self.pacer = Pacer(controller.rate, burst=burst, clock=clock)
-        self.inflight = InFlightLimiter(max_in_flight)
+        self.concurrency = concurrency or ConcurrencyLimit(max_in_flight, floor=min(2, max_in_flight))
+        self.pacer = Pacer(controller.rate, burst=burst, horizon_s=controller.tick_s, clock=clock)
+        self.inflight = InFlightLimiter(self.concurrency.limit)
         self.budget = budget or RetryBudget(clock=clock)
         self.backoff = backoff or FullJitterBackoff()
         self.max_attempts = max_attempts
         self.deadline_s = deadline_s
         self._clock = clock
         self._rng = rng or random.Random()
+        self.outstanding_factor = outstanding_factor
         self._tick_lock = threading.Lock()
+        self._started = 0
+        self._recoveries = 0
+        self._cond = threading.Condition()     # wakes parked calls and blocked submitters
+        self._outstanding = 0
+        self._parked = 0
 
-    def call(self, attempt_fn: Callable[[], AttemptResult]) -> CallOutcome:
+    # ---- the life of one call ---------------------------------------------------------------
+
+    def steps(self) -> Steps:
         clock = self._clock
         deadline = clock.now() + self.deadline_s
         out = CallOutcome(ok=False)
+        failures, epoch = 0, self._recoveries   # backoff grows with failures since the last outage ended
         self.budget.on_first_attempt()
         while True:
-            if out.attempts and not self._wait_for_budget(deadline, out):
-                out.error = f"retry budget exhausted after {out.attempts} attempts: {out.reasons[-1]}"
-                return out
-            out.throttled_s += self.pacer.acquire()
-            with self.inflight.slot():
-                started = clock.now()
-                result = attempt_fn()
-                latency = clock.now() - started
+            paid = bool(out.attempts) and out.last_status != 429
+            if paid:
+                # A 429 is a healthy service pacing us: the rate controller has already slowed
+                # every attempt down. Retries after failures (5xx, timeouts, refused
+                # connections) are what can snowball, so those spend budget.
+                while not self.budget.try_withdraw():
+                    # Poll often: tokens also come back from retries that succeed, which is
+                    # what drains the batches parked here once a service recovers.
+                    wait = min(max(self.budget.seconds_until_token(), 0.02), 0.1) * self._rng.uniform(1.0, 2.0)
+                    if clock.now() + wait > deadline:
+                        out.error = f"retry budget exhausted after {out.attempts} attempts: {out.reasons[-1]}"
+                        return out
+                    out.throttled_s += wait
+                    yield Park(wait)
+            while (slot := self.pacer.reserve()) is None:
+                out.throttled_s += self.pacer.horizon_s
+                yield Sleep(self.pacer.horizon_s)
+            if slot > 0:
+                out.throttled_s += slot
+                yield Sleep(slot)
+            result, latency = yield ATTEMPT
             out.attempts += 1
             out.reasons.append(result.reason)
             out.latencies_s.append(latency)
             out.last_status = result.status
             self.controller.record(result, latency)
-            self._tick()
+            self.concurrency.record(result, latency)
             if result.kind is AttemptKind.SUCCESS:
-                if out.attempts > 1:
+                if out.attempts > 1 and paid:
                     self.budget.refund()
                 out.ok, out.value = True, result.value
                 return out
@@ -85,31 +146,110 @@ class AdaptiveThrottle:
             if out.attempts >= self.max_attempts:
                 out.error = f"gave up after {out.attempts} attempts: {result.reason}"
                 return out
-            delay = self.backoff.delay(out.attempts, result.retry_after_s)
+            if epoch != self._recoveries:
+                failures, epoch = 0, self._recoveries   # failing through an outage is not this batch's fault
+            failures += 1
+            delay = self.backoff.delay(failures, result.retry_after_s)
             if clock.now() + delay > deadline:
                 out.error = f"deadline exceeded after {out.attempts} attempts: {result.reason}"
                 return out
-            clock.sleep(delay)
             out.throttled_s += delay
+            yield Park(delay)
 
-    def _wait_for_budget(self, deadline: float, out: CallOutcome) -> bool:
-        # Poll at least every ~0.1-0.2 s: besides the slow reserve refill, tokens come back
-        # from retries that succeed, and once a service recovers those refunds are what
-        # lets the batches parked here drain quickly (polling only at the refill pace kept
-        # goodput near zero for ~40 s after a 20 s outage in the benchmark).
-        while not self.budget.try_withdraw():
-            wait = min(max(self.budget.seconds_until_token(), 0.02), 0.1) * self._rng.uniform(1.0, 2.0)
-            if self._clock.now() + wait > deadline:
+    def started(self) -> None:
+        """An attempt is about to go out (the driver calls this holding its in-flight slot)."""
+        self._started += 1
+
+    # ---- how many calls may be outstanding ------------------------------------------------------
+
+    def _has_room(self) -> bool:
+        bound = self.outstanding_factor * self.inflight.limit
+        return self._outstanding - self._parked < bound and self._parked < bound
+
+    def try_enter(self) -> bool:
+        """Counts a new call as outstanding if there is room for it."""
+        with self._cond:
+            if not self._has_room():
                 return False
-            self._clock.sleep(wait)
-            out.throttled_s += wait
-        return True
+            self._outstanding += 1
+            return True
 
-    def _tick(self) -> None:
+    def enter(self) -> None:
+        """Blocks until a new call may start (backpressure), then counts it as outstanding."""
+        with self._cond:
+            self._cond.wait_for(self._has_room)
+            self._outstanding += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._outstanding -= 1
+            self._cond.notify_all()
+
+    def parked(self, delta: int) -> None:
+        """A call parks (+1) or leaves its park (-1); the driver reports both."""
+        with self._cond:
+            self._parked += delta
+            self._cond.notify_all()
+
+    @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    @property
+    def recoveries(self) -> int:
+        """Outages the controller has seen end; a change means parked calls should retry now."""
+        return self._recoveries
+
+    # ---- the controllers' clock ---------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """Moves the controllers on if a tick has passed; True when it did."""
         if not self._tick_lock.acquire(blocking=False):
-            return  # another thread is updating; one update per tick is enough
+            return False  # another thread is updating; one update per tick is enough
         try:
-            if self.controller.tick(self.pacer.sent):
-                self.pacer.set_rate(self.controller.rate)
+            if not self.controller.tick(self._started):
+                return False
+            rate = self.controller.rate
+            self.pacer.set_rate(rate)
+            limit = self.concurrency.update(self.controller.learned_rate, self.inflight.take_recent_peak(),
+                                            self.controller.in_outage)
+            self.inflight.set_limit(limit)
+            with self._cond:
+                self._recoveries = self.controller.recoveries
+                self._cond.notify_all()   # parked calls after an outage; submitters when the limit grew
+            return True
         finally:
             self._tick_lock.release()
+
+    # ---- performing the steps with threads ------------------------------------------------------
+
+    def call(self, attempt_fn: Callable[[], AttemptResult]) -> CallOutcome:
+        """Runs one call to its outcome in the calling thread, blocking on every wait."""
+        steps = self.steps()
+        sent: Any = None
+        while True:
+            try:
+                step = steps.send(sent)
+            except StopIteration as done:
+                outcome: CallOutcome = done.value
+                return outcome
+            sent = None
+            if step is ATTEMPT:
+                with self.inflight.slot():
+                    self.started()
+                    begun = self._clock.now()
+                    result = attempt_fn()
+                    sent = (result, self._clock.now() - begun)
+                self.tick()
+            elif isinstance(step, Park):
+                self._park(step.seconds)
+            elif isinstance(step, Sleep):
+                self._clock.sleep(step.seconds)
+
+    def _park(self, seconds: float) -> None:
+        with self._cond:
+            self._parked += 1
+            self._cond.notify_all()
+            seen = self._recoveries
+            self._clock.wait(self._cond, lambda: self._recoveries != seen, seconds)
+            self._parked -= 1

@@ -16,11 +16,9 @@ from collections.abc import Sequence
 import requests
 from requests.adapters import HTTPAdapter
 
-from transforms.control.signals import AttemptKind, AttemptResult
+from transforms.control.signals import AttemptKind, AttemptResult, classify_status, connection_refused, timed_out
 from transforms.scoring.codec import InvalidResponse, decode_response
 
-RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
-CONGESTION_STATUS = frozenset({429, 503, 504})
 _POLICY_Q = re.compile(r"\bq=(\d+(?:\.\d+)?)")
 _POLICY_W = re.compile(r"\bw=(\d+(?:\.\d+)?)")
 
@@ -89,9 +87,9 @@ class ScoringClient:
             resp = self._session.post(self.url, data=body, headers=headers, timeout=self._timeout,
                                       allow_redirects=False, stream=True)
         except requests.Timeout:
-            return AttemptResult(AttemptKind.RETRYABLE, "timeout", congestion=True)
+            return timed_out()
         except requests.ConnectionError:
-            return AttemptResult(AttemptKind.RETRYABLE, "connection_error", congestion=True)
+            return connection_refused()
         with resp:
             status = resp.status_code
             policy = parse_policy_rps(resp.headers.get("RateLimit-Policy"))
@@ -99,12 +97,7 @@ class ScoringClient:
                 return self._success(resp, txn_ids, policy)
             # Drain a bounded amount so the connection can be reused.
             self._read_bounded(resp)
-            if status in RETRYABLE_STATUS:
-                return AttemptResult(AttemptKind.RETRYABLE, f"http_{status}", status=status,
-                                     congestion=status in CONGESTION_STATUS,
-                                     retry_after_s=parse_retry_after(resp.headers.get("Retry-After")),
-                                     policy_rps=policy)
-            return AttemptResult(AttemptKind.FATAL, f"http_{status}", status=status, policy_rps=policy)
+            return classify_status(status, parse_retry_after(resp.headers.get("Retry-After")), policy)
 
     def _read_bounded(self, resp: requests.Response) -> bytes | None:
         chunks: list[bytes] = []
@@ -127,4 +120,4 @@ class ScoringClient:
             verdicts = decode_response(body, txn_ids)
         except InvalidResponse as exc:
             return AttemptResult(AttemptKind.FATAL, f"invalid_response: {exc}", status=200, policy_rps=policy)
-        return AttemptResult(AttemptKind.SUCCESS, "ok", status=200, policy_rps=policy, value=verdicts)
+        return classify_status(200, policy_rps=policy, value=verdicts)

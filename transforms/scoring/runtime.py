@@ -1,9 +1,12 @@
 """The per-process scoring machinery shared by every DoFn instance and thread.
 
-The in-flight cap must be one limit per worker process: a cap per DoFn
-instance multiplies with the runner's parallelism. So the throttle, the HTTP
-session and the worker threads live in a process-wide registry keyed by the
-configuration, and DoFns only submit batches to it.
+A cap per DoFn instance would multiply with the runner's parallelism, so the
+throttle, the HTTP session and the worker threads live in a process-wide
+registry keyed by the configuration, and DoFns only submit batches to it.
+Across processes the job-wide cap holds through the shards (`JobShare`): each
+batch names its shard, and this process may have `depth` requests in flight
+per shard it serves. A control thread ticks the throttle every tick, so the
+controllers see outages and idle spells as they happen.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from transforms.control.backoff import FullJitterBackoff
+from transforms.control.concurrency import ConcurrencyLimit
+from transforms.control.job_share import JobShare
 from transforms.control.rate_controller import CubicRateController
 from transforms.control.retry_budget import RetryBudget
 from transforms.control.throttle import AdaptiveThrottle, CallOutcome
@@ -28,7 +33,10 @@ from transforms.scoring.codec import encode_request, idempotency_key
 @dataclass(frozen=True)
 class ScoringConfig:
     url: str
-    max_in_flight: int = 32
+    max_in_flight: int = 32        # for the whole job: split over its shards
+    num_shards: int = 8
+    min_in_flight: int = 1
+    in_flight_headroom: float = 2.0
     initial_rate: float = 50.0
     min_rate: float = 1.0
     max_rate: float = 10_000.0
@@ -54,7 +62,7 @@ class BatchResult:
 class Runtime(Protocol):
     """What the scoring DoFn needs from a runtime (the seam its Beam-glue tests fill with a fake)."""
 
-    def submit(self, batch: list[ParsedEvent]) -> Future[BatchResult]:
+    def submit(self, batch: list[ParsedEvent], shard: int) -> Future[BatchResult]:
         """Blocks while the runtime is saturated; the future completes when the batch is done."""
 
     def gauges(self) -> dict[str, float]:
@@ -75,27 +83,32 @@ def set_gauges(values: dict[str, float]) -> None:
 
 
 class ScoringRuntime:
-    """Throttle + client + a bounded pool of worker threads.
+    """Throttle + client + worker threads + the control thread.
 
-    `submit` blocks while `2 x max_in_flight` batches are outstanding, so a
-    slow service stalls the caller (and the Kafka reader behind it) instead of
+    `submit` blocks while the throttle has no room for another batch (about
+    `2 x` the current in-flight limit active, as many parked), so a slow
+    service stalls the caller (and the Kafka reader behind it) instead of
     queueing batches in memory.
     """
 
     def __init__(self, config: ScoringConfig) -> None:
         self.config = config
+        self.share = JobShare(config.num_shards, config.max_in_flight)
         controller = CubicRateController(initial_rate=config.initial_rate, min_rate=config.min_rate,
                                          max_rate=config.max_rate)
         self.throttle = AdaptiveThrottle(
             controller, max_in_flight=config.max_in_flight,
+            concurrency=ConcurrencyLimit(self.share.in_flight_cap(), floor=config.min_in_flight,
+                                         headroom=config.in_flight_headroom),
             budget=RetryBudget(ratio=config.retry_budget_ratio, min_per_s=config.retry_budget_min_per_s),
             backoff=FullJitterBackoff(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s),
             max_attempts=config.max_attempts, deadline_s=config.deadline_s)
         self.client = ScoringClient(config.url, token=read_token(config.token_env, config.token_file),
                                     pool_size=config.max_in_flight, read_timeout_s=config.request_timeout_s)
-        self.max_outstanding = 2 * config.max_in_flight
-        self._slots = threading.BoundedSemaphore(self.max_outstanding)
-        self._pool = ThreadPoolExecutor(self.max_outstanding, thread_name_prefix="scoring")
+        self._pool = ThreadPoolExecutor(4 * config.max_in_flight, thread_name_prefix="scoring")
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._control_loop, name="scoring-control", daemon=True)
+        self._ticker.start()
         # Sampled just before each live snapshot, so the gauges are current even when nothing completes.
         self._sampler = f"scoring-{id(self):x}"
         TELEMETRY.sampler(self._sampler, lambda: set_gauges(self.gauges()))
@@ -107,18 +120,28 @@ class ScoringRuntime:
     def close(self) -> None:
         """Waits for the batches still running, then releases the threads and the HTTP session."""
         TELEMETRY.remove_sampler(self._sampler)
+        self._stop.set()
         self._pool.shutdown(wait=True)
+        self._ticker.join(timeout=5)
         self.client.close()
 
-    def submit(self, batch: list[ParsedEvent]) -> Future[BatchResult]:
-        self._slots.acquire()
+    def submit(self, batch: list[ParsedEvent], shard: int) -> Future[BatchResult]:
+        self.share.saw(shard)
+        self.throttle.enter()
         try:
             future = self._pool.submit(self._score, batch)
         except BaseException:
-            self._slots.release()
+            self.throttle.leave()
             raise
-        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(lambda _: self.throttle.leave())
         return future
+
+    def _control_loop(self) -> None:
+        tick_s = self.throttle.controller.tick_s
+        while not self._stop.wait(tick_s):
+            self.throttle.controller.set_share(self.share.fraction())
+            self.throttle.concurrency.set_hard_cap(self.share.in_flight_cap())
+            self.throttle.tick()
 
     def _score(self, batch: list[ParsedEvent]) -> BatchResult:
         started = time.monotonic()

@@ -103,43 +103,43 @@ class ScoreBatchesFn(beam.DoFn):
                 buffer=beam.DoFn.StateParam(BUFFER), size=beam.DoFn.StateParam(SIZE),
                 end_of_window=beam.DoFn.TimerParam(END_OF_WINDOW),
                 window=beam.DoFn.WindowParam) -> Iterator[object]:
-        _, parsed = element
+        shard, parsed = element
         if isinstance(parsed, DeadLetter):
             yield parsed   # an earlier stage's dead letter travels on to the writer
             return
         count, nbytes = size.read() or (0, 0)
         item_bytes = len(parsed.raw)
         if not self._policy.fits(count, nbytes, item_bytes):
-            self._submit(buffer)
+            self._submit(buffer, shard)
             count, nbytes = 0, 0
         if count == 0:
             end_of_window.set(window.max_timestamp())
         buffer.add(parsed)
         count, nbytes = count + 1, nbytes + item_bytes
         if self._policy.full(count, nbytes):
-            self._submit(buffer)
+            self._submit(buffer, shard)
             size.clear()
         else:
             size.write((count, nbytes))
         yield from self._completed(block=False)
 
     @on_timer(END_OF_WINDOW)
-    def on_end_of_window(self, buffer=beam.DoFn.StateParam(BUFFER),
+    def on_end_of_window(self, shard=beam.DoFn.KeyParam, buffer=beam.DoFn.StateParam(BUFFER),
                          size=beam.DoFn.StateParam(SIZE)) -> Iterator[object]:
-        yield from self._flush(buffer, size)
+        yield from self._flush(shard, buffer, size)
 
-    def _flush(self, buffer, size) -> Iterator[object]:
+    def _flush(self, shard: int, buffer, size) -> Iterator[object]:
         if size.read():
-            self._submit(buffer)
+            self._submit(buffer, shard)
             size.clear()
         yield from self._completed(block=False)
 
-    def _submit(self, buffer) -> None:
+    def _submit(self, buffer, shard: int) -> None:
         batch: list[ParsedEvent] = list(buffer.read())
         buffer.clear()
         if batch:
             assert self._runtime is not None
-            self._pending.append(self._runtime.submit(batch))
+            self._pending.append(self._runtime.submit(batch, shard))
 
     def _completed(self, block: bool) -> Iterator[object]:
         for value, _ in self._completed_with_timestamps(block):
@@ -174,9 +174,9 @@ class ScoreBatchesStreamingFn(ScoreBatchesFn):
         yield from super().process(element, buffer, size, end_of_window, window)
 
     @on_timer(MAX_WAIT)
-    def on_max_wait(self, buffer=beam.DoFn.StateParam(ScoreBatchesFn.BUFFER),
+    def on_max_wait(self, shard=beam.DoFn.KeyParam, buffer=beam.DoFn.StateParam(ScoreBatchesFn.BUFFER),
                     size=beam.DoFn.StateParam(ScoreBatchesFn.SIZE)):
-        yield from self._flush(buffer, size)
+        yield from self._flush(shard, buffer, size)
 
 
 def shard_key(item: ParsedEvent | DeadLetter, num_shards: int) -> int:
