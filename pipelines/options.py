@@ -136,8 +136,8 @@ def validate(opts: EnrichPaymentsOptions) -> None:
         raise ConfigError(f"--max_in_flight ({opts.max_in_flight}) must be >= --num_shards ({opts.num_shards}): "
                           "the job-wide cap is split over the shards, at least one request each")
     if not 1 <= opts.min_in_flight <= opts.max_in_flight // opts.num_shards:
-        raise ConfigError(f"--min_in_flight ({opts.min_in_flight}) must be between 1 and the per-shard cap "
-                          f"--max_in_flight // --num_shards ({opts.max_in_flight // opts.num_shards})")
+        raise ConfigError(f"--min_in_flight ({opts.min_in_flight}) must be between 1 and what one shard's worker may "
+                          f"have in flight, --max_in_flight // --num_shards ({opts.max_in_flight // opts.num_shards})")
     if opts.in_flight_headroom is None or opts.in_flight_headroom < 1:
         raise ConfigError(f"--in_flight_headroom must be >= 1 (got {opts.in_flight_headroom}): "
                           "below 1 the limit could not carry the learned rate")

@@ -209,6 +209,33 @@ def window(samples: Sequence[Sample], t0: float, t1: float, batch_size: int = 1)
         capacity_eps=sum(caps) / len(caps) if caps else None)
 
 
+def share_503(samples: Sequence[Sample], t0: float, t1: float) -> float | None:
+    """503s (outage and concurrency rejections) / attempts over [t0, t1]."""
+    inside = [s for s in valid(samples) if t0 <= s["t"] <= t1]
+    if len(inside) < 2:
+        return None
+    a, b = inside[0], inside[-1]
+    d = lambda key: (_svc(b, key) or 0.0) - (_svc(a, key) or 0.0)  # noqa: E731
+    attempts = d("attempted_requests")
+    return (d("rejected.outage") + d("rejected.concurrency")) / attempts if attempts else None
+
+
+def client_goodput(samples: Sequence[Sample], t0: float, t1: float) -> dict[str, float]:
+    """Events first accepted per client (the service's User-Agent) over [t0, t1]."""
+    inside = [s for s in valid(samples) if t0 <= s["t"] <= t1]
+    if len(inside) < 2:
+        return {}
+    first = inside[0]["service"].get("unique_by_client") or {}
+    last = inside[-1]["service"].get("unique_by_client") or {}
+    return {c: float(n - first.get(c, 0)) for c, n in last.items() if n - first.get(c, 0) > 0}
+
+
+def jain(values: Sequence[float]) -> float | None:
+    """Jain's fairness index: 1 when all are equal, 1/n when one takes everything."""
+    square = sum(v * v for v in values)
+    return sum(values) ** 2 / (len(values) * square) if square else None
+
+
 def time_until(series: Series, start: float, end: float, predicate: Callable[[float, float], bool],
                hold_s: float = 3.0) -> float | None:
     """Seconds from `start` until `predicate(t, v)` holds at every point of [t, t + hold_s]

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from testbed.bench.sampler import KafkaProbe, Sampler
-from testbed.bench.scenarios import Run, Scenario, all_scenarios
+from testbed.bench.scenarios import OURS_MAX_IN_FLIGHT, S4_MAX_IN_FLIGHT, S4_SHARDS, Run, Scenario, all_scenarios
 from testbed.kafka_admin import create_topic, delete_topic
 from testbed.produce import produce_events
 from testbed.scoring_process import ScoringServiceProcess, service_args
@@ -37,7 +37,7 @@ from testbed.scoring_process import ScoringServiceProcess, service_args
 LOG = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[2]
 FNAPI = "--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"
-FIRST_REQUEST_TIMEOUT_S = 60.0
+FIRST_REQUEST_TIMEOUT_S = 120.0   # Flink with several workers takes ~30-60 s to its first request
 CALIBRATION_REQUESTS = 150
 
 
@@ -65,9 +65,22 @@ def calibrate(run_dir: Path, batch_size: int = 1) -> dict[str, Any]:
 
 
 def _pipeline_args(run: Run, bootstrap: str, topics: dict[str, str], group: str, url: str) -> list[str]:
-    return [FNAPI, f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}",
+    args = [f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}",
             f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}", f"--group_id={group}",
             f"--scoring_url={url}", f"--batch_size={run.batch_size}"]
+    if run.workers > 1:
+        return [*args, f"--max_in_flight={S4_MAX_IN_FLIGHT}", f"--num_shards={S4_SHARDS}", "--progress_interval=0"]
+    if run.client == "ours":
+        args.append(f"--max_in_flight={OURS_MAX_IN_FLIGHT}")
+    return [FNAPI, *args]
+
+
+def client_command(run: Run, telemetry: Path, pipeline_args: list[str]) -> list[str]:
+    """The client process: drains in a loop on the FnApiRunner, or (several workers) a Flink job."""
+    if run.workers > 1:
+        return [sys.executable, "-m", "testbed.bench.run_flink", "--workers", str(run.workers), "--", *pipeline_args]
+    return [sys.executable, "-m", "testbed.bench.run_client", "--client", run.client,
+            "--telemetry_out", str(telemetry), "--max_seconds", str(run.duration_s + 120), "--", *pipeline_args]
 
 
 def _wait_first_request(service: ScoringServiceProcess, client: subprocess.Popen) -> float | None:
@@ -103,7 +116,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:6]
     topics = {"in": f"bench-{run.key}-{suffix}", "out": f"bench-{run.key}-{suffix}-out",
               "dlq": f"bench-{run.key}-{suffix}-dlq"}
-    for name, partitions in (("in", 4), ("out", 2), ("dlq", 1)):
+    for name, partitions in (("in", max(4, run.workers)), ("out", 2), ("dlq", 1)):
         create_topic(bootstrap, topics[name], partitions)
     group = f"bench-{run.key}-{suffix}"
     record: dict[str, Any] = {"run": asdict(run), "topics": topics, "group": group}
@@ -115,9 +128,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
     service = ScoringServiceProcess(service_args(**run.service), log_dir=run_dir / "service").start()
     telemetry = run_dir / "telemetry.jsonl"
     telemetry.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "testbed.bench.run_client", "--client", run.client,
-           "--telemetry_out", str(telemetry), "--max_seconds", str(run.duration_s + 120), "--",
-           *_pipeline_args(run, bootstrap, topics, group, service.url)]
+    cmd = client_command(run, telemetry, _pipeline_args(run, bootstrap, topics, group, service.url))
     client_log = (run_dir / "client.log").open("wb")
     client = subprocess.Popen(cmd, cwd=REPO, stdout=client_log, stderr=subprocess.STDOUT)
     producer: subprocess.Popen | None = None

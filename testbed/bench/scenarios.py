@@ -20,11 +20,17 @@ CLIENT_ORDER = ("ours", "naive", "pool", "beam")
 # FnApiRunner pipeline itself is the bottleneck on a 2-core machine.
 PREFILL_MARGIN = 1.3
 PIPELINE_CEILING_EPS = 4_000
+# Ours gets the service's concurrency (64 slots) as its job-wide cap: the adaptive limit stays far
+# below it until latency rises (S3's latency x10 needs ~64 in flight to keep 333 req/s).
+OURS_MAX_IN_FLIGHT = 64
+S4_WORKERS = 4
+S4_MAX_IN_FLIGHT = 64
+S4_SHARDS = 32
 
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str                      # capacity | outage | latency
+    kind: str                      # capacity | outage | refused | latency
     at_s: float                    # from the run's t0 (the service's first request)
     duration_s: float
     factor: float | None = None
@@ -35,7 +41,7 @@ class Fault:
 
     def label(self) -> str:
         what = {"capacity": f"capacity x{self.factor:g}", "outage": "503 outage",
-                "latency": f"latency x{self.factor:g}"}[self.kind]
+                "refused": "refused connections", "latency": f"latency x{self.factor:g}"}[self.kind]
         return f"{what} {self.at_s:g}-{self.end_s:g} s"
 
 
@@ -51,6 +57,7 @@ class Run:
     service: dict[str, Any] = field(default_factory=dict)
     faults: tuple[Fault, ...] = ()
     variant: str = ""              # e.g. "b10", "lag200k"
+    workers: int = 1               # > 1: ours streaming on Flink with this many SDK worker processes
 
     @property
     def key(self) -> str:
@@ -90,14 +97,20 @@ def s2(quick: bool) -> Scenario:
                     "(batch 1 is S1)", runs)
 
 
-def s3_faults(quick: bool) -> Scenario | None:
+def s3_faults(quick: bool) -> Scenario:
     if quick:
-        return None
-    timeline = (Fault("capacity", 20, 30, 0.5), Fault("outage", 75, 20), Fault("latency", 120, 30, 10.0))
-    duration = 175.0
-    runs = tuple(Run("S3", c, 1, duration, 15.0, prefill_for(1, duration), INTAKE_EPS, _service(),
-                     faults=timeline, variant="faults") for c in ("ours", "naive"))
-    return Scenario("S3", "S3 faults under S1 load: capacity x0.5 30 s, 503 outage 20 s, latency x10 30 s", runs)
+        timeline = (Fault("capacity", 10, 10, 0.5), Fault("outage", 30, 8), Fault("refused", 48, 8),
+                    Fault("latency", 66, 10, 10.0))
+        duration, clients = 86.0, ("ours",)
+        title = "capacity x0.5 10 s, 503 outage 8 s, refused connections 8 s, latency x10 10 s"
+    else:
+        timeline = (Fault("capacity", 20, 30, 0.5), Fault("outage", 75, 20), Fault("refused", 120, 20),
+                    Fault("latency", 165, 30, 10.0))
+        duration, clients = 220.0, ("ours", "naive")
+        title = "capacity x0.5 30 s, 503 outage 20 s, refused connections 20 s, latency x10 30 s"
+    runs = tuple(Run("S3", c, 1, duration, min(15.0, timeline[0].at_s), prefill_for(1, duration), INTAKE_EPS,
+                     _service(), faults=timeline, variant="faults") for c in clients)
+    return Scenario("S3", f"S3 faults under S1 load: {title}", runs)
 
 
 def s3_overload(quick: bool) -> Scenario:
@@ -119,8 +132,17 @@ def memory(quick: bool) -> Scenario:
                     runs)
 
 
+def s4_workers(quick: bool) -> Scenario:
+    """Several SDK worker processes (Flink, parallelism = workers) share one service under S1 load."""
+    duration = 60.0 if quick else 120.0
+    run = Run("S4", "ours", 1, duration, 30.0, prefill_for(1, duration), INTAKE_EPS, _service(),
+              variant=f"w{S4_WORKERS}", workers=S4_WORKERS)
+    return Scenario("S4", f"S4 {S4_WORKERS} worker processes share one service (Flink, S1 load)", (run,),
+                    notes=f"job-wide --max_in_flight={S4_MAX_IN_FLIGHT} over --num_shards={S4_SHARDS}")
+
+
 def all_scenarios(quick: bool, only: list[str] | None = None) -> list[Scenario]:
-    scenarios = [s for s in (s1(quick), s2(quick), s3_faults(quick), s3_overload(quick), memory(quick)) if s]
+    scenarios = [s1(quick), s2(quick), s3_faults(quick), s3_overload(quick), s4_workers(quick), memory(quick)]
     if only:
         scenarios = [s for s in scenarios if s.name in only]
     return scenarios

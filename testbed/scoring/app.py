@@ -185,7 +185,7 @@ class ScoringService:
         finally:
             self.gate.release()
         body = _results_json(txn_ids)
-        stats.record_accepted(txn_ids, (self._clock() - arrived) * 1000)
+        stats.record_accepted(txn_ids, (self._clock() - arrived) * 1000, request.headers.get("User-Agent", ""))
         return web.Response(body=body, content_type="application/json", headers=limit_headers)
 
     # ---- observability ----------------------------------------------------------

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("capacity", "outage", "latency")
+KINDS = ("capacity", "outage", "latency", "refused")
 _FIELDS = {"kind", "start_s", "duration_s", "factor"}
 
 
@@ -22,7 +22,8 @@ class Fault:
     """``kind`` during [start_s, start_s + duration_s) relative to some origin.
 
     ``factor`` multiplies the rate (capacity) or the latency (latency); an
-    outage ignores it.
+    outage (503 + Retry-After) and a refused window (the process stops
+    listening and drops its connections, as if it had died) ignore it.
     """
 
     kind: str
@@ -54,7 +55,7 @@ def parse_fault(obj: object) -> Fault:
         kind=kind,
         start_s=_number(obj, "start_s", 0.0),
         duration_s=_number(obj, "duration_s", None),
-        factor=_number(obj, "factor", 1.0 if kind == "outage" else None),
+        factor=_number(obj, "factor", 1.0 if kind in ("outage", "refused") else None),
     )
     if fault.start_s < 0:
         raise FaultError("fault 'start_s' must be >= 0")
@@ -79,6 +80,7 @@ class FaultState:
     capacity_factor: float = 1.0
     latency_factor: float = 1.0
     outage_remaining_s: float = 0.0
+    refused_remaining_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,15 +108,17 @@ class FaultSchedule:
         if not self._windows:
             return FaultState()
         capacity = latency = 1.0
-        outage = 0.0
+        outage = refused = 0.0
         for w in self._active(now):
             if w.fault.kind == "capacity":
                 capacity *= w.fault.factor
             elif w.fault.kind == "latency":
                 latency *= w.fault.factor
-            else:
+            elif w.fault.kind == "outage":
                 outage = max(outage, w.end - now)
-        return FaultState(capacity, latency, outage)
+            else:
+                refused = max(refused, w.end - now)
+        return FaultState(capacity, latency, outage, refused)
 
     def describe(self, now: float) -> list[dict[str, Any]]:
         """Active faults for /stats, with the seconds each has left."""

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+import time
 
 from aiohttp import web
 
@@ -18,6 +19,30 @@ log = logging.getLogger("testbed.scoring")
 
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _refuse_when_scheduled(service: ScoringService, runner: web.AppRunner, host: str, port: int,
+                                 stop: asyncio.Event) -> None:
+    """A `refused` fault: stop listening and drop every open connection, as a dead process would;
+    listen on the same port again when the window ends."""
+    listening = True
+    while not stop.is_set():
+        refused = service.faults.state(time.monotonic()).refused_remaining_s > 0
+        if refused and listening:
+            for site in list(runner.sites):
+                await site.stop()
+            for connection in runner.server.connections if runner.server else ():
+                connection.force_close()
+            listening = False
+            log.info("refusing connections")
+        elif not refused and not listening:
+            await web.TCPSite(runner, host, port, backlog=1024).start()
+            listening = True
+            log.info("listening again")
+        try:
+            await asyncio.wait_for(stop.wait(), 0.02)
+        except asyncio.TimeoutError:
+            pass
 
 
 async def serve(settings: Settings) -> None:
@@ -36,7 +61,9 @@ async def serve(settings: Settings) -> None:
         service.start_clock()
         log.info("config %s", json.dumps(settings.public()))
         print(LISTENING + _url(settings.host, port), flush=True)
+        refuser = asyncio.create_task(_refuse_when_scheduled(service, runner, settings.host, port, stop))
         await stop.wait()
+        await refuser
         log.info("stopping")
     finally:
         await runner.cleanup()

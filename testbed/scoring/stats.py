@@ -41,6 +41,8 @@ class Stats:
         self.duplicate_txn_scores = 0
         self.duplicate_idempotency_keys = 0
         self.rejected = dict.fromkeys(REASONS, 0)
+        # Unique txns first accepted per client (User-Agent), for fairness between workers.
+        self.unique_by_client: dict[str, int] = {}
         self._txns: dict[str, int] = {}
         self._keys: set[str] = set()
         self._latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -58,17 +60,20 @@ class Stats:
         for txn_id in txn_ids:
             txns[txn_id] = txns.get(txn_id, 0) + 2
 
-    def record_accepted(self, txn_ids: list[str], latency_ms: float) -> None:
+    def record_accepted(self, txn_ids: list[str], latency_ms: float, client: str = "") -> None:
         self.accepted_requests += 1
         self.accepted_items += len(txn_ids)
         txns = self._txns
+        fresh = 0
         for txn_id in txn_ids:
             state = txns[txn_id]
             if state & 1:
                 self.duplicate_txn_scores += 1
             else:
                 txns[txn_id] = state | 1
-                self.unique_txns += 1
+                fresh += 1
+        self.unique_txns += fresh
+        self.unique_by_client[client] = self.unique_by_client.get(client, 0) + fresh
         self._latencies_ms.append(latency_ms)
 
     def reject(self, reason: str) -> None:
@@ -86,6 +91,7 @@ class Stats:
             "accepted_items": self.accepted_items,
             "rejected": dict(self.rejected),
             "unique_txns": self.unique_txns,
+            "unique_by_client": dict(self.unique_by_client),
             "duplicate_txn_scores": self.duplicate_txn_scores,
             "duplicate_idempotency_keys": self.duplicate_idempotency_keys,
             "latency_p50_ms": _percentile(ordered, 50),

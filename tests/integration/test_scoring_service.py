@@ -250,6 +250,29 @@ def test_outage_via_admin_starts_now_and_ends(scoring_service_factory: Factory) 
     assert service.stats()["rejected"]["outage"] >= 1
 
 
+def test_refused_window_drops_connections_and_listens_again(scoring_service_factory: Factory) -> None:
+    """A `refused` fault looks like a dead process: keep-alive connections die, new ones are refused."""
+    service = scoring_service_factory(**NO_LATENCY)
+    session = requests.Session()
+    assert session.post(service.url + "/score", json=batch("before"), timeout=5).status_code == 200
+    service.fault("refused", duration_s=1.0)
+    time.sleep(0.2)
+    with pytest.raises(requests.ConnectionError):
+        session.post(service.url + "/score", json=batch("during"), timeout=5)   # the pooled connection
+    with pytest.raises(requests.ConnectionError):
+        requests.post(service.url + "/score", json=batch("during2"), timeout=5)   # a new one
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if requests.post(service.url + "/score", json=batch("after"), timeout=5).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    else:
+        pytest.fail("the service did not listen again after the refused window")
+    assert service.stats()["unique_by_client"] and service.stats()["unique_txns"] == 2
+
+
 def test_capacity_and_latency_faults_via_admin(scoring_service_factory: Factory) -> None:
     service = scoring_service_factory(rate=1000, latency_ms=100, per_item_ms=0, jitter=0)
     service.fault("capacity", duration_s=1.5, factor=0.25)

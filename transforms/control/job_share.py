@@ -4,10 +4,11 @@ Each SDK worker process runs its own controller, and nothing tells it how many
 others share the service (Flink's parallelism, worker pools and restarts
 decide that at run time). But the scoring step is keyed: shard `s` of
 `num_shards` is processed by one worker at a time. So the job-wide cap is
-split per shard - `depth = job_max_in_flight // num_shards` requests in flight
-per shard - and a worker's hard cap is `depth x` the shards it serves, which
-sums to at most `job_max_in_flight` whatever the number of workers. An
-advertised quota is split the same way (`fraction`). A shard counts as served
+split over the shards, and a worker serving `a` of them may have
+`floor(a x job_max_in_flight / num_shards)` requests in flight: with
+`num_shards <= job_max_in_flight` that is at least one, and the workers' caps
+sum to at most `job_max_in_flight` whatever their number. An advertised quota
+is split the same way (`fraction`). A shard counts as served
 for `ttl_s` after its last batch, so a shard that moved to another worker
 stops counting here; within that window the two may both count it.
 """
@@ -25,7 +26,7 @@ class JobShare:
             raise ValueError("the job's in-flight cap must allow at least one request per shard "
                              f"(got {job_max_in_flight} for {num_shards} shards)")
         self.num_shards = num_shards
-        self.depth = job_max_in_flight // num_shards
+        self.job_max_in_flight = job_max_in_flight
         self._ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -43,7 +44,7 @@ class JobShare:
             return max(1, len(self._seen))
 
     def in_flight_cap(self) -> int:
-        return self.depth * self.active()
+        return self.active() * self.job_max_in_flight // self.num_shards
 
     def fraction(self) -> float:
         return self.active() / self.num_shards
