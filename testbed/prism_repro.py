@@ -522,9 +522,18 @@ def runner_args(args: argparse.Namespace, run_dir: Path) -> List[str]:
     if binary is None:
         from testbed import prism
         binary = prism.build()
+    native = []
     if args.prism_log_level:
         binary = _prism_wrapper(binary.resolve(), run_dir, args.prism_log_level)
-    return ["--runner=PrismRunner", f"--prism_location={binary}", "--environment_type=LOOPBACK"]
+        if _sdk_has_prism_log_options():
+            # Newer SDKs pass --log_level/--log_kind themselves, after the wrapper's: use their options.
+            native = [f"--prism_log_level={args.prism_log_level}", "--prism_log_kind=json"]
+    return ["--runner=PrismRunner", f"--prism_location={binary}", "--environment_type=LOOPBACK", *native]
+
+
+def _sdk_has_prism_log_options() -> bool:
+    from apache_beam.options.pipeline_options import PrismRunnerOptions
+    return "prism_log_level" in PrismRunnerOptions([]).get_all_options()
 
 
 def one_run(args: argparse.Namespace) -> int:
@@ -532,7 +541,8 @@ def one_run(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     trace, sink = str(run_dir / "trace.jsonl"), str(run_dir / "sink.jsonl")
     _patch_split_logging(trace)
-    options = PipelineOptions(runner_args(args, run_dir) + (["--streaming"] if args.streaming else []))
+    extra = (["--streaming"] if args.streaming else []) + [f"--experiments={e}" for e in args.experiment]
+    options = PipelineOptions(runner_args(args, run_dir) + extra)
     started = time.monotonic()
     params = Params(args.elements, args.keys, args.batch, args.stalls, args.stall_s, trace)
     with beam.Pipeline(options=options) as p:
@@ -573,18 +583,32 @@ def analyse_shape(shape: str, params: Params, trace: List[dict], sink: List[dict
         emitted = sum(r["count"] for r in sink)
         return dict(expected=expected, emitted=emitted, unique=emitted, duplicates=0, missing=[],
                     splits_requested=len(splits), splits_answered=len(split_done), shape_stage_splits=in_shape,
-                    bundles=len(shape_bundles),
+                    bundles=len(shape_bundles), same_key_overlaps=_same_key_overlaps(trace),
                     explain=_explain_rmw(trace, split_done))
     ids = Counter(i for r in sink for i in r["ids"])
     missing = sorted(set(range(expected)) - set(ids))
     result = dict(expected=expected, emitted=sum(ids.values()), unique=len(ids),
                   duplicates=sum(c - 1 for c in ids.values() if c > 1), missing=missing,
                   splits_requested=len(splits), splits_answered=len(split_done), shape_stage_splits=in_shape,
-                  bundles=len(shape_bundles),
+                  bundles=len(shape_bundles), same_key_overlaps=_same_key_overlaps(trace),
                   batches=Counter(r["why"] for r in sink))
     if missing:
         result["explain"] = _explain_missing(missing, trace, split_done)
     return result
+
+
+def _same_key_overlaps(trace: List[dict]) -> int:
+    """Pairs of bundles that processed elements of the same key during overlapping times."""
+    spans: Dict[str, List[float]] = {}
+    keys = defaultdict(set)
+    for t in trace:
+        if t["ev"] == "el":
+            s = spans.setdefault(t["inst"], [t["t"], t["t"]])
+            s[0], s[1] = min(s[0], t["t"]), max(s[1], t["t"])
+            keys[t["inst"]].add(t["key"])
+    insts = sorted(spans)
+    return sum(1 for i, a in enumerate(insts) for b in insts[i + 1:]
+               if spans[a][0] <= spans[b][1] and spans[b][0] <= spans[a][1] and keys[a] & keys[b])
 
 
 def _bundle_spans(trace: List[dict]) -> Dict[str, Tuple[float, float]]:
@@ -719,6 +743,8 @@ def _child_cmd(args: argparse.Namespace, run_dir: Path) -> List[str]:
         cmd += ["--prism_log_level", args.prism_log_level]
     if args.streaming:
         cmd.append("--streaming")
+    for experiment in args.experiment:
+        cmd += ["--experiment", experiment]
     return cmd
 
 
@@ -736,7 +762,8 @@ def _summary_line(i: int, r: dict, probe: Optional[str]) -> str:
     if "prism_log" in r:
         extra = f", prism split elements {r['prism_log']['counts'].get('split elements', 0)}"
     return (f"run {i}: emitted {r['emitted']}/{r['expected']} unique {r['unique']} "
-            f"lost {r['expected'] - r['unique']} dup {r['duplicates']}; bundles {r['bundles']}, "
+            f"lost {r['expected'] - r['unique']} dup {r['duplicates']}; bundles {r['bundles']} "
+            f"(pairs running one key at once {r.get('same_key_overlaps', '?')}), "
             f"SDK splits answered {r['splits_answered']}/{r['splits_requested']} "
             f"(in the shape's stage {r['shape_stage_splits']}){extra} ({r['elapsed_s']} s)")
 
@@ -790,6 +817,13 @@ def verdict(args: argparse.Namespace, results: List[dict], errors: int) -> Tuple
         lost = sum(1 for r in results if r["missing"])
         text = f"{head}; SDF split in {split} run(s), positions lost in {lost} run(s)"
         return (2 if errors else 1 if split or lost else 0), text
+    groups = [e for r in results for e in r.get("explain") or () if "ids" in e and "open_batch_at_finish" in e]
+    if groups:
+        whole = sum(1 for e in groups if sorted(e["ids"]) == sorted(e["open_batch_at_finish"] or []))
+        concurrent = sum(1 for e in groups if e["same_key_concurrently_in"])
+        print(f"# lost groups (bundle, key): {len(groups)}; the whole open batch that bundle left in state for "
+              f"the key: {whole}/{len(groups)}; another bundle ran the same key at the same time: "
+              f"{concurrent}/{len(groups)}", flush=True)
     counts = [r["unique"] for r in results]
     lossy = [r for r in results if r["unique"] < r["expected"]]
     dups = sum(1 for r in results if r["duplicates"])
@@ -816,6 +850,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--prism_log_level", choices=("debug", "info", "warn", "error"), default=None,
                         help="run Prism through a wrapper with this log level, JSON log kept per run")
     parser.add_argument("--streaming", action="store_true", help="pass --streaming to the pipeline")
+    parser.add_argument("--experiment", action="append", default=[],
+                        help="pass --experiments=NAME to the pipeline (repeatable), e.g. prism_disable_sdf_split "
+                             "(Prism 2.77; 2.62 has no such switch)")
     parser.add_argument("--work_dir", default=None, help="where run artefacts go (default .cache/prism-repro)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--explain", type=int, default=3, help="print up to N explanations per lossy run")
@@ -833,4 +870,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not __main__: its DoFns then pickle by reference
+    # (cloudpickle, the default in newer SDKs, pickles __main__ classes by value).
+    from testbed import prism_repro
+    sys.exit(prism_repro.main())
