@@ -52,8 +52,9 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
@@ -61,8 +62,7 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (BagStateSpec, ReadModifyWriteStateSpec, TimerSpec,
-                                              on_timer)
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -75,7 +75,7 @@ UNBOUNDED_STOP = 2 ** 63 - 1
 # Trace: JSON lines appended by the DoFns (LOOPBACK: same process as the driver).
 # ---------------------------------------------------------------------------
 _LOCK = threading.Lock()
-_FILES: Dict[str, Any] = {}
+_FILES: dict[str, Any] = {}
 
 
 def _write(path: str, record: dict) -> None:
@@ -97,7 +97,7 @@ def _instruction_id() -> str:
         return "?"
 
 
-def _read(path: Path) -> List[dict]:
+def _read(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -140,7 +140,7 @@ class Params:
             time.sleep(self.stall_s)
 
 
-def _batch_record(key, ids: List[int], why: str) -> dict:
+def _batch_record(key, ids: list[int], why: str) -> dict:
     return dict(key=key, ids=list(ids), why=why, inst=_instruction_id())
 
 
@@ -155,7 +155,7 @@ class BagBatchFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._inst = None
-        self._open: Dict[Any, List[int]] = {}   # instrumentation only: what this bundle believes is open
+        self._open: dict[Any, list[int]] = {}   # instrumentation only: what this bundle believes is open
 
     def _begin(self) -> None:
         if self._inst is None:
@@ -213,7 +213,7 @@ class MemoryBatchMixin:
     def _setup_bundle(self, fn: str) -> None:
         self._inst = None
         self._fn = fn
-        self._open: Dict[Any, List[int]] = {}
+        self._open: dict[Any, list[int]] = {}
 
     def _add(self, element) -> Iterator[dict]:
         if self._inst is None:
@@ -402,7 +402,7 @@ def build_finalizer_probe(p: beam.Pipeline, params: Params) -> None:
     # stateful-head, plain-fused-after-stateful: keying Map -> stateful DoFn with a finalizer
     # (heads its stage, like CommitOffsets) -> plain DoFn with a finalizer fused after it.
     (items
-     | "KeyByPartition" >> beam.Map(lambda i: (f"topic/{i % 4}", i)).with_output_types(Tuple[str, int])
+     | "KeyByPartition" >> beam.Map(lambda i: (f"topic/{i % 4}", i)).with_output_types(tuple[str, int])
      | "StatefulHead" >> beam.ParDo(FinalizingStatefulFn(params))
      | "PlainFusedAfterStateful" >> beam.ParDo(FinalizingPlainFn(params, "plain-fused-after-stateful")))
     # plain-head: a plain DoFn with a finalizer heading a stage (right after a Reshuffle).
@@ -514,7 +514,7 @@ def _prism_wrapper(binary: Path, run_dir: Path, level: str) -> Path:
     return wrapper
 
 
-def runner_args(args: argparse.Namespace, run_dir: Path) -> List[str]:
+def runner_args(args: argparse.Namespace, run_dir: Path) -> list[str]:
     if args.runner == "fnapi":
         return ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
     binary = Path(args.prism_location) if args.prism_location else None
@@ -572,7 +572,7 @@ def one_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 # Analysis
 # ---------------------------------------------------------------------------
-def analyse_shape(shape: str, params: Params, trace: List[dict], sink: List[dict]) -> dict:
+def analyse_shape(shape: str, params: Params, trace: list[dict], sink: list[dict]) -> dict:
     expected = params.elements
     splits = [t for t in trace if t["ev"] == "split"]
     split_done = [s for s in splits if s["channel"]]
@@ -596,9 +596,9 @@ def analyse_shape(shape: str, params: Params, trace: List[dict], sink: List[dict
     return result
 
 
-def _same_key_overlaps(trace: List[dict]) -> int:
+def _same_key_overlaps(trace: list[dict]) -> int:
     """Pairs of bundles that processed elements of the same key during overlapping times."""
-    spans: Dict[str, List[float]] = {}
+    spans: dict[str, list[float]] = {}
     keys = defaultdict(set)
     for t in trace:
         if t["ev"] == "el":
@@ -610,8 +610,8 @@ def _same_key_overlaps(trace: List[dict]) -> int:
                if spans[a][0] <= spans[b][1] and spans[b][0] <= spans[a][1] and keys[a] & keys[b])
 
 
-def _bundle_spans(trace: List[dict]) -> Dict[str, Tuple[float, float]]:
-    spans: Dict[str, List[float]] = {}
+def _bundle_spans(trace: list[dict]) -> dict[str, tuple[float, float]]:
+    spans: dict[str, list[float]] = {}
     for t in trace:
         if "inst" in t and t["ev"] not in ("split",):
             s = spans.setdefault(t["inst"], [t["t"], t["t"]])
@@ -619,7 +619,7 @@ def _bundle_spans(trace: List[dict]) -> Dict[str, Tuple[float, float]]:
     return {k: (v[0], v[1]) for k, v in spans.items()}
 
 
-def _explain_missing(missing: List[int], trace: List[dict], splits: List[dict]) -> List[dict]:
+def _explain_missing(missing: list[int], trace: list[dict], splits: list[dict]) -> list[dict]:
     """For each lost element: which bundle processed it, what that bundle left open for
     its key, and which other bundle ran the same key at the same time."""
     by_id = {t["id"]: t for t in trace if t["ev"] == "el"}
@@ -661,7 +661,7 @@ def _explain_missing(missing: List[int], trace: List[dict], splits: List[dict]) 
     return out
 
 
-def _explain_rmw(trace: List[dict], splits: List[dict]) -> List[dict]:
+def _explain_rmw(trace: list[dict], splits: list[dict]) -> list[dict]:
     """Per key: bundles that started the key's count from 0 after it was already counted."""
     out = []
     last = {}
@@ -674,7 +674,7 @@ def _explain_rmw(trace: List[dict], splits: List[dict]) -> List[dict]:
     return out
 
 
-def analyse_finalizer(trace: List[dict]) -> dict:
+def analyse_finalizer(trace: list[dict]) -> dict:
     result = {}
     for fn in FINALIZER_CASES:
         reg = {t["inst"] for t in trace if t["ev"] == "registered" and t["fn"] == fn}
@@ -683,7 +683,7 @@ def analyse_finalizer(trace: List[dict]) -> dict:
     return result
 
 
-def analyse_sdf(trace: List[dict], sink: List[dict], limit: int) -> dict:
+def analyse_sdf(trace: list[dict], sink: list[dict], limit: int) -> dict:
     positions = Counter(r["pos"] for r in sink)
     return dict(expected=limit, emitted=sum(positions.values()), unique=len(positions),
                 missing=len(set(range(limit)) - set(positions)),
@@ -729,7 +729,7 @@ def analyse_prism_log(path: Path) -> dict:
 # ---------------------------------------------------------------------------
 # Driver (parent process)
 # ---------------------------------------------------------------------------
-def _child_cmd(args: argparse.Namespace, run_dir: Path) -> List[str]:
+def _child_cmd(args: argparse.Namespace, run_dir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "testbed.prism_repro", "--one_run", "--run_dir", str(run_dir),
            "--runner", args.runner, "--shape", args.shape, "--elements", str(args.elements),
            "--keys", str(args.keys), "--batch", str(args.batch), "--stalls", str(args.stalls),
@@ -747,7 +747,7 @@ def _child_cmd(args: argparse.Namespace, run_dir: Path) -> List[str]:
     return cmd
 
 
-def _summary_line(i: int, r: dict, probe: Optional[str]) -> str:
+def _summary_line(i: int, r: dict, probe: str | None) -> str:
     if probe == "finalizer":
         parts = [f"{fn}: {v['bundles_finalized']}/{v['bundles_registered']} bundles finalized" for fn, v in r.items()
                  if isinstance(v, dict) and "bundles_registered" in v]
@@ -803,7 +803,7 @@ def drive(args: argparse.Namespace) -> int:
     return summary[0]
 
 
-def verdict(args: argparse.Namespace, results: List[dict], errors: int) -> Tuple[int, str]:
+def verdict(args: argparse.Namespace, results: list[dict], errors: int) -> tuple[int, str]:
     label = args.probe or args.shape
     head = f"VERDICT {args.runner} {label}: {len(results)} run(s) ok, {errors} failed"
     if args.probe == "finalizer":
@@ -833,7 +833,7 @@ def verdict(args: argparse.Namespace, results: List[dict], errors: int) -> Tuple
     return (2 if errors else 1 if lossy else 0), text
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m testbed.prism_repro", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--runner", choices=("prism", "fnapi"), default="prism")
@@ -860,7 +860,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.one_run:
         logging.basicConfig(level=logging.WARNING)
