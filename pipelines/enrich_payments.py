@@ -160,8 +160,8 @@ def with_runner_defaults(argv: list[str]) -> list[str]:
     """Runner choices made for the user, each because the alternative lost or stalled data.
 
     - `DirectRunner` (also the default) means the FnApiRunner: Beam's switching
-      DirectRunner would pick Prism whenever it can download it, and Prism 2.62 lost
-      a tail batch in our drain test (see options.validate_runner).
+      DirectRunner would pick Prism whenever it can download it, and Prism 2.62 loses
+      the state of stateful stages it splits (see options.validate_runner, docs/prism.md).
     - Flink streaming with checkpoints must finish bundles before each checkpoint:
       otherwise the stage after Impulse never flushes its output (measured: 0 records
       in 240 s) and a bounded job can end DONE having lost data.

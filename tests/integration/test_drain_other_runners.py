@@ -44,8 +44,9 @@ def test_drain_on_flink(flink_job_server_jar, bootstrap_servers, topics, scoring
 
 @pytest.mark.parametrize("mode", [[], ["--streaming"]])
 def test_prism_is_refused_with_the_reason(prism_binary, mode) -> None:
-    """A drain on Prism 2.62 lost 11 of 1,980 events (1 run in 3 in CI), and
-    Prism cannot run the streaming committer's finalizer: both modes are refused, before anything runs."""
+    """Prism 2.62 drops the state of stateful stages it splits (docs/prism.md: a drain lost
+    11 of 1,980 events; the batcher and the committer are both stateful): both modes are
+    refused, before anything runs."""
     proc = subprocess.run([sys.executable, "-m", "pipelines.enrich_payments", "--runner=PrismRunner",
                            f"--prism_location={prism_binary}", *mode],
                           capture_output=True, text=True, timeout=60)
