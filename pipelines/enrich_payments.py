@@ -85,8 +85,8 @@ def scoring_config(opts: EnrichPaymentsOptions) -> ScoringConfig:
 
 
 def default_scoring(opts: EnrichPaymentsOptions, streaming: bool) -> ScoreInBatches:
-    policy = BatchPolicy(opts.batch_size, opts.max_batch_bytes, opts.max_batch_wait if streaming else None)
-    return ScoreInBatches(scoring_config(opts), policy, opts.num_shards, streaming=streaming,
+    policy = BatchPolicy(opts.batch_size, opts.max_batch_bytes)
+    return ScoreInBatches(scoring_config(opts), policy, opts.num_shards,
                           monitoring=monitoring_config(opts))
 
 

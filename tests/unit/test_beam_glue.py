@@ -125,7 +125,7 @@ def test_every_input_yields_exactly_one_output_and_tails_are_flushed() -> None:
     assert sorted(s.parsed.event.txn_id for s in scored) == sorted(p.event.txn_id for p in valid)
     assert sorted(d.source.offset for d in passed) == sorted(d.source.offset for d in parse_failures)
     assert len(outputs) == len(valid) + len(parse_failures)
-    # Each shard's last, partial batch was flushed by the end-of-window timer.
+    # Each shard's last, partial batch was flushed at the end of the bundle.
     assert sum(len(b) for b in batches) == len(valid)
     assert any(len(b) < 20 for b in batches)
     assert all(s.score == 0.5 and s.decision == "approve" and s.attempts == 1 for s in scored)

@@ -148,13 +148,7 @@ def test_batch_policy_bounds_events_and_bytes() -> None:
     assert policy.full(3, 10) and policy.full(1, 100) and not policy.full(2, 99)
 
 
-def test_batch_policy_age_bound_only_in_streaming() -> None:
-    assert not BatchPolicy().expired(0.0, 1e9)
-    assert BatchPolicy(max_wait_s=2.0).expired(10.0, 12.0)
-    assert not BatchPolicy(max_wait_s=2.0).expired(10.0, 11.9)
-
-
-@pytest.mark.parametrize("kwargs", [dict(max_events=0), dict(max_bytes=0), dict(max_wait_s=0)])
+@pytest.mark.parametrize("kwargs", [dict(max_events=0), dict(max_bytes=0)])
 def test_batch_policy_rejects_impossible_values(kwargs) -> None:
     with pytest.raises(ValueError):
         BatchPolicy(**kwargs)

@@ -1,4 +1,5 @@
-"""When a batch of events is complete: at most N events, B bytes and W seconds old.
+"""When a batch of events is complete: at most N events and B bytes (and, by construction, no
+older than the bundle it was formed in - see transforms/scoring/score_in_batches.py).
 
 The byte bound is strict: an event that would overflow the batch closes it
 first, so no request exceeds `max_bytes` unless a single event does (such an
@@ -13,15 +14,12 @@ from dataclasses import dataclass
 class BatchPolicy:
     max_events: int = 100
     max_bytes: int = 1_000_000
-    max_wait_s: float | None = None   # streaming only; None = no age bound
 
     def __post_init__(self) -> None:
         if self.max_events < 1:
             raise ValueError("batch size must be >= 1")
         if self.max_bytes < 1:
             raise ValueError("max batch bytes must be >= 1")
-        if self.max_wait_s is not None and self.max_wait_s <= 0:
-            raise ValueError("max batch wait must be > 0 seconds")
 
     def fits(self, count: int, nbytes: int, item_bytes: int) -> bool:
         """Can an item of `item_bytes` join a batch of `count` events / `nbytes`?"""
@@ -31,6 +29,3 @@ class BatchPolicy:
 
     def full(self, count: int, nbytes: int) -> bool:
         return count >= self.max_events or nbytes >= self.max_bytes
-
-    def expired(self, opened_at: float, now: float) -> bool:
-        return self.max_wait_s is not None and now - opened_at >= self.max_wait_s

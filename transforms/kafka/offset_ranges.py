@@ -31,6 +31,9 @@ class OffsetRangeSet:
             raise ValueError(f"invalid range [{start}, {end})")
         if end == start:
             return
+        if self._ends and self._ends[-1] == start:   # the common case: the next offsets in order
+            self._ends[-1] = end
+            return
         # First range whose end reaches `start`, last range whose start reaches `end`.
         lo = bisect.bisect_left(self._ends, start)
         hi = bisect.bisect_right(self._starts, end)

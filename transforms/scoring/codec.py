@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from transforms.events import DeadLetter, ParsedEvent, ScoredEvent
 
 #: Buckets of the `requests` metric; `outcome_bucket` maps every attempt to one.
@@ -36,8 +38,11 @@ class InvalidResponse(ValueError):
     """A 200 whose body is not the documented shape; `str(e)` is the one-line reason."""
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def encode_request(batch: Sequence[ParsedEvent]) -> bytes:
-    return json.dumps([p.event.to_dict() for p in batch], separators=(",", ":")).encode()
+    return _encode([p.event.to_dict() for p in batch])
 
 
 def idempotency_key(txn_ids: Sequence[str]) -> str:

@@ -1,12 +1,19 @@
 """Score events in bounded batches through the process-wide throttle.
 
 `ScoreInBatches` keys events into shards by account id and runs a stateful
-DoFn per shard that buffers at most one batch in state (bounded by events and
-bytes), hands full batches to the shared `ScoringRuntime` and emits results as
-they complete. Submitting blocks when the runtime is saturated: the bundle
-stalls, so the reader stops pulling and the backlog stays in Kafka. The tail
-of each shard is flushed by an end-of-window timer (bounded input) or, in
-streaming, by a processing-time timer after `max_wait_s`.
+DoFn per shard. The DoFn is keyed only so that a shard is processed by one
+worker at a time - that is what makes `--max_in_flight` job-wide (see
+`transforms/control/job_share.py`). Its open batches live in the DoFn
+instance for the span of a bundle, bounded by events and bytes; full batches
+go to the shared runtime at once, and `finish_bundle` sends every tail and
+waits for all of them, so nothing outlives its bundle and no batch sits in
+runner state. Keeping them out of state removed a state write, a coder call
+and a size estimate per event (a sixth of the drain's CPU), and means a runner
+that splits a stalled bundle cannot separate events from their batch (Prism
+loses such state: docs/prism.md). A batch therefore waits at most until its
+bundle ends; on Flink streaming the launcher sets the bundle time from
+`--max_batch_wait`. Submitting blocks when the runtime is saturated: the
+bundle stalls, so the reader stops pulling and the backlog stays in Kafka.
 """
 from __future__ import annotations
 
@@ -17,9 +24,8 @@ from concurrent.futures import Future
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, TupleCoder, VarIntCoder
-from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.coders import BooleanCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
@@ -72,12 +78,19 @@ def _emit(result: BatchResult) -> Iterator[tuple[ScoredEvent | DeadLetter, int]]
         yield output, parsed.timestamp_ms
 
 
-class ScoreBatchesFn(beam.DoFn):
-    """Stateful per shard: state holds at most one open batch."""
+class _OpenBatch:
+    __slots__ = ("events", "nbytes")
 
-    BUFFER = BagStateSpec("buffer", PickleCoder())
-    SIZE = ReadModifyWriteStateSpec("size", TupleCoder((VarIntCoder(), VarIntCoder())))
-    END_OF_WINDOW = TimerSpec("end_of_window", TimeDomain.WATERMARK)
+    def __init__(self) -> None:
+        self.events: list[ParsedEvent] = []
+        self.nbytes = 0
+
+
+class ScoreBatchesFn(beam.DoFn):
+    """Keyed by shard; batches are formed within a bundle (see the module docstring)."""
+
+    # Declared so that the runner routes each shard key to one worker at a time; never read.
+    KEYED = ReadModifyWriteStateSpec("keyed", BooleanCoder())
 
     def __init__(self, config: ScoringConfig, policy: BatchPolicy,
                  monitoring: MonitoringConfig | None = None,
@@ -87,6 +100,7 @@ class ScoreBatchesFn(beam.DoFn):
         self._monitoring = monitoring
         self._runtime_factory = runtime_factory
         self._runtime: Runtime | None = None
+        self._open: dict[int, _OpenBatch] = {}
         self._pending: deque[Future[BatchResult]] = deque()
 
     def setup(self) -> None:
@@ -97,49 +111,34 @@ class ScoreBatchesFn(beam.DoFn):
             ensure_exporter(self._monitoring)  # once per worker process; exports while the job runs
 
     def start_bundle(self) -> None:
+        self._open = {}
         self._pending = deque()
 
     def process(self, element: tuple[int, ParsedEvent | DeadLetter],
-                buffer=beam.DoFn.StateParam(BUFFER), size=beam.DoFn.StateParam(SIZE),
-                end_of_window=beam.DoFn.TimerParam(END_OF_WINDOW),
-                window=beam.DoFn.WindowParam) -> Iterator[object]:
+                keyed=beam.DoFn.StateParam(KEYED)) -> Iterator[object]:
         shard, parsed = element
         if isinstance(parsed, DeadLetter):
             yield parsed   # an earlier stage's dead letter travels on to the writer
             return
-        count, nbytes = size.read() or (0, 0)
+        batch = self._open.get(shard)
+        if batch is None:
+            batch = self._open[shard] = _OpenBatch()
         item_bytes = len(parsed.raw)
-        if not self._policy.fits(count, nbytes, item_bytes):
-            self._submit(buffer, shard)
-            count, nbytes = 0, 0
-        if count == 0:
-            end_of_window.set(window.max_timestamp())
-        buffer.add(parsed)
-        count, nbytes = count + 1, nbytes + item_bytes
-        if self._policy.full(count, nbytes):
-            self._submit(buffer, shard)
-            size.clear()
-        else:
-            size.write((count, nbytes))
-        yield from self._completed(block=False)
+        if not self._policy.fits(len(batch.events), batch.nbytes, item_bytes):
+            self._submit(shard, batch)
+            batch = self._open[shard] = _OpenBatch()
+        batch.events.append(parsed)
+        batch.nbytes += item_bytes
+        if self._policy.full(len(batch.events), batch.nbytes):
+            self._submit(shard, batch)
+            del self._open[shard]
+        if self._pending and self._pending[0].done():
+            yield from self._completed(block=False)
 
-    @on_timer(END_OF_WINDOW)
-    def on_end_of_window(self, shard=beam.DoFn.KeyParam, buffer=beam.DoFn.StateParam(BUFFER),
-                         size=beam.DoFn.StateParam(SIZE)) -> Iterator[object]:
-        yield from self._flush(shard, buffer, size)
-
-    def _flush(self, shard: int, buffer, size) -> Iterator[object]:
-        if size.read():
-            self._submit(buffer, shard)
-            size.clear()
-        yield from self._completed(block=False)
-
-    def _submit(self, buffer, shard: int) -> None:
-        batch: list[ParsedEvent] = list(buffer.read())
-        buffer.clear()
-        if batch:
+    def _submit(self, shard: int, batch: _OpenBatch) -> None:
+        if batch.events:
             assert self._runtime is not None
-            self._pending.append(self._runtime.submit(batch, shard))
+            self._pending.append(self._runtime.submit(batch.events, shard))
 
     def _completed(self, block: bool) -> Iterator[object]:
         for value, _ in self._completed_with_timestamps(block):
@@ -153,30 +152,12 @@ class ScoreBatchesFn(beam.DoFn):
             yield from _emit(result)
 
     def finish_bundle(self) -> Iterable[object]:
-        """Waits for every batch still in flight: nothing outlives its bundle."""
+        """Sends every open batch and waits for all of them: nothing outlives its bundle."""
+        for shard, batch in self._open.items():
+            self._submit(shard, batch)
+        self._open = {}
         for value, ts_ms in self._completed_with_timestamps(block=True):
             yield WindowedValue(value, Timestamp(micros=ts_ms * 1000), [GlobalWindow()])
-
-
-class ScoreBatchesStreamingFn(ScoreBatchesFn):
-    """Adds the `max_wait_s` age bound with a processing-time timer (streaming only:
-    on the local batch runners a REAL_TIME timer is unreliable)."""
-
-    MAX_WAIT = TimerSpec("max_wait", TimeDomain.REAL_TIME)
-
-    def process(self, element, buffer=beam.DoFn.StateParam(ScoreBatchesFn.BUFFER),
-                size=beam.DoFn.StateParam(ScoreBatchesFn.SIZE),
-                end_of_window=beam.DoFn.TimerParam(ScoreBatchesFn.END_OF_WINDOW),
-                max_wait=beam.DoFn.TimerParam(MAX_WAIT), window=beam.DoFn.WindowParam):
-        count, _ = size.read() or (0, 0)
-        if count == 0 and self._policy.max_wait_s:
-            max_wait.set(Timestamp.now() + self._policy.max_wait_s)
-        yield from super().process(element, buffer, size, end_of_window, window)
-
-    @on_timer(MAX_WAIT)
-    def on_max_wait(self, shard=beam.DoFn.KeyParam, buffer=beam.DoFn.StateParam(ScoreBatchesFn.BUFFER),
-                    size=beam.DoFn.StateParam(ScoreBatchesFn.SIZE)):
-        yield from self._flush(shard, buffer, size)
 
 
 def shard_key(item: ParsedEvent | DeadLetter, num_shards: int) -> int:
@@ -188,10 +169,10 @@ def shard_key(item: ParsedEvent | DeadLetter, num_shards: int) -> int:
 class ScoreInBatches(beam.PTransform):
     """ParsedEvent -> ScoredEvent | DeadLetter; dead letters from earlier stages pass through.
 
-    One output PCollection (no tagged outputs): see transforms/parse.py for why.
+    One output PCollection (no tagged outputs): see transforms/events.py for why.
     """
 
-    def __init__(self, config: ScoringConfig, policy: BatchPolicy, num_shards: int, streaming: bool = False,
+    def __init__(self, config: ScoringConfig, policy: BatchPolicy, num_shards: int,
                  monitoring: MonitoringConfig | None = None,
                  runtime_factory: RuntimeFactory = shared_runtime) -> None:
         """`runtime_factory(config)` gives each DoFn instance its runtime; the default shares one
@@ -200,15 +181,13 @@ class ScoreInBatches(beam.PTransform):
         if num_shards < 1:
             raise ValueError("num_shards must be >= 1")
         self._config, self._policy, self._num_shards = config, policy, num_shards
-        self._streaming = streaming
         self._monitoring = monitoring
         self._runtime_factory = runtime_factory
 
     def expand(self, events):
         n = self._num_shards
-        fn = ScoreBatchesStreamingFn if self._streaming else ScoreBatchesFn
         return (events
                 | "KeyByShard" >> beam.Map(lambda item: (shard_key(item, n), item))
                 .with_output_types(tuple[int, Any])
-                | "ScoreBatches" >> beam.ParDo(fn(self._config, self._policy, self._monitoring,
-                                                  self._runtime_factory)))
+                | "ScoreBatches" >> beam.ParDo(ScoreBatchesFn(self._config, self._policy, self._monitoring,
+                                                              self._runtime_factory)))

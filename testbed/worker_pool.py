@@ -1,0 +1,71 @@
+"""Beam's SDK worker pool on this machine: several Python worker processes behind one runner.
+
+`--environment_type=LOOPBACK` runs every worker in the submitting process, so
+nothing there is ever shared between processes. Beam's worker pool
+(`apache_beam.runners.worker.worker_pool_main`, what the Kubernetes sidecar
+runs) starts a worker process per request instead; with Flink's
+`--parallelism` and `--sdk_worker_parallelism` at N the job's DoFns really run
+in N processes, each with its own scoring runtime. This virtualenv goes first
+on the pool's PATH, or its workers would start a Python without the project.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+READY_TIMEOUT_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WorkerPool:
+    def __init__(self, log_path: Path | None = None) -> None:
+        self.port = _free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def environment_args(self, workers: int) -> list[str]:
+        """Pipeline flags that run the job's Python stages in `workers` processes of this pool."""
+        return ["--environment_type=EXTERNAL", f"--environment_config=localhost:{self.port}",
+                f"--parallelism={workers}", f"--sdk_worker_parallelism={workers}"]
+
+    def start(self) -> WorkerPool:
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        out = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                                       f"--service_port={self.port}"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"worker pool exited with {self._proc.returncode}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"worker pool not listening on {self.port} after {READY_TIMEOUT_S:.0f} s")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
