@@ -26,6 +26,8 @@ from pipelines.progress import ProgressReporter
 from pipelines.summary import RunSummary, summarize
 from transforms.control.batching import BatchPolicy
 from transforms.kafka_config import SECURITY_KEYS, KafkaConnection, parse_properties
+from transforms.kafka_java import (ReadFromKafkaJava, UnsupportedJavaSetting, WriteToKafkaJava, commit_start_offsets,
+                                   expansion_service, java_consumer_config)
 from transforms.kafka_read import ReadFromKafka
 from transforms.kafka_write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
@@ -58,13 +60,24 @@ class EnrichPayments(beam.PTransform):
 
     def expand(self, pbegin):
         o = self._opts
-        records = pbegin | "ReadKafka" >> ReadFromKafka(
-            self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records)
-        outcomes = (records
+        java = expansion_service(o.kafka_expansion_service) if o.kafka_io == "java" else None
+        if java is None:
+            reader = ReadFromKafka(self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records)
+        else:
+            reader = ReadFromKafkaJava(self._conn, o.input_topic, java,
+                                       max_records=None if self._streaming else o.max_records)
+        outcomes = (pbegin
+                    | "ReadKafka" >> reader
                     | "ParseEvents" >> ParseEvents()
                     | "Score" >> self._score
                     | "ToRecords" >> beam.Map(to_record, o.output_topic, o.dlq_topic))
-        acks = outcomes | "WriteKafka" >> WriteToKafka(self._conn)
+        # The Java writer's acks hold only after a checkpoint, so drains keep the Python writer,
+        # whose acks are delivery callbacks (transforms/kafka_java.py).
+        if java is not None and self._streaming:
+            writer = WriteToKafkaJava(self._conn, [o.output_topic, o.dlq_topic], java)
+        else:
+            writer = WriteToKafka(self._conn)
+        acks = outcomes | "WriteKafka" >> writer
         return acks | "CommitOffsets" >> CommitOffsets(self._conn, after_checkpoint=self._streaming)
 
 
@@ -125,14 +138,15 @@ def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: 
     run before scoring it and commit only at its end; chunking bounds memory and
     written-but-uncommitted output (duplicated after a crash) there too.
     """
-    if streaming or not opts.drain_chunk:
+    if streaming or (not opts.drain_chunk and opts.kafka_io == "python"):
         yield opts.max_records
         return
     left = backlog(conn, opts.input_topic)
     if opts.max_records is not None:
         left = min(left, opts.max_records)
+    chunk = opts.drain_chunk or left   # KafkaIO's bounded read always needs a record count
     while True:
-        take = min(opts.drain_chunk, left)
+        take = min(chunk, left)
         yield take
         left -= take
         if left <= 0:
@@ -148,6 +162,12 @@ def prepare(argv: Optional[List[str]]) -> Tuple[PipelineOptions, EnrichPaymentsO
     validate_runner(options, argv or [])
     conn = kafka_connection(opts)
     check_kafka(conn, [opts.input_topic, opts.output_topic, opts.dlq_topic])
+    if opts.kafka_io == "java":
+        try:
+            java_consumer_config(conn)
+        except UnsupportedJavaSetting as err:
+            raise ConfigError(str(err)) from err
+        commit_start_offsets(conn, opts.input_topic)
     check_scoring_url(opts.scoring_url)
     check_token_source(opts.scoring_token_env, opts.scoring_token_file)
     return options, opts, conn
@@ -206,6 +226,8 @@ def run(argv: Optional[List[str]] = None, score: Optional[beam.PTransform] = Non
     summary = RunSummary(wall_s=0.0)
     try:
         for chunk in drain_chunks(conn, opts, is_streaming(options)):
+            if chunk == 0 and opts.kafka_io == "java":
+                continue   # nothing to drain; KafkaIO would wait for a first record
             opts.max_records = chunk
             pipeline = beam.Pipeline(options=options)
             build(pipeline, options, score)
