@@ -16,7 +16,7 @@ import time
 from typing import Iterator, List, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import (ConfigError, EnrichPaymentsOptions, is_streaming, parse_options, validate,
@@ -128,6 +128,13 @@ def backlog(conn: KafkaConnection, topic: str) -> int:
         probe.close()
 
 
+# KafkaIO's bounded read (BoundedReadFromUnboundedSource) splits a read of n records into
+# min(100, n // 10000 + 1) readers that each wait for an equal share: from 10,000 records on, a
+# reader whose partitions hold less than its share waits forever (measured: 10,000 events on 2
+# partitions of 4,987 / 5,013 hung). Below that one reader takes the records from every partition.
+JAVA_MAX_CHUNK = 9_999
+
+
 def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool) -> Iterator[Optional[int]]:
     """`max_records` of each pipeline run: one run when streaming or --drain_chunk=0, else
     runs of at most --drain_chunk offsets until the backlog seen at start is drained.
@@ -136,7 +143,8 @@ def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: 
     memory and crash duplicates are already bounded by a bundle. Runners that execute a
     batch stage by stage (the BundleBasedDirectRunner, Flink's batch mode) read a whole
     run before scoring it and commit only at its end; chunking bounds memory and
-    written-but-uncommitted output (duplicated after a crash) there too.
+    written-but-uncommitted output (duplicated after a crash) there too. With --kafka_io=java
+    every drain is chunked, at most JAVA_MAX_CHUNK records a run.
     """
     if streaming or (not opts.drain_chunk and opts.kafka_io == "python"):
         yield opts.max_records
@@ -145,6 +153,8 @@ def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: 
     if opts.max_records is not None:
         left = min(left, opts.max_records)
     chunk = opts.drain_chunk or left   # KafkaIO's bounded read always needs a record count
+    if opts.kafka_io == "java":
+        chunk = min(chunk, JAVA_MAX_CHUNK)
     while True:
         take = min(chunk, left)
         yield take
@@ -224,11 +234,15 @@ def run(argv: Optional[List[str]] = None, score: Optional[beam.PTransform] = Non
     # Local runners run the DoFns in this process, so TELEMETRY here is the job's.
     progress = ProgressReporter.start_for(opts, conn)
     summary = RunSummary(wall_s=0.0)
+    # Beam's PortableRunner clears --runner in the options it runs with; pipelines with
+    # cross-language transforms run on those very options, so each chunk sets it again.
+    runner = options.view_as(StandardOptions).runner
     try:
         for chunk in drain_chunks(conn, opts, is_streaming(options)):
             if chunk == 0 and opts.kafka_io == "java":
                 continue   # nothing to drain; KafkaIO would wait for a first record
             opts.max_records = chunk
+            options.view_as(StandardOptions).runner = runner
             pipeline = beam.Pipeline(options=options)
             build(pipeline, options, score)
             result: PipelineResult = pipeline.run()

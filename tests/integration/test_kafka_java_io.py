@@ -37,7 +37,7 @@ def test_drain_with_kafka_io_accounts_for_every_event(kafka_java_jars, bootstrap
     started = time.monotonic()
     summary = run(["--runner=FlinkRunner", f"--flink_job_server_jar={kafka_java_jars.job_server}",
                    "--flink_master=[local]", "--flink_version=1.19", "--environment_type=LOOPBACK",
-                   "--parallelism=1", *java_args(kafka_java_jars),
+                   "--parallelism=1", "--drain_chunk=1500", *java_args(kafka_java_jars),   # two runs
                    *job_args(bootstrap_servers, topics, scoring_service.url, group)])
     print(f"java drain of 2,000 events: {time.monotonic() - started:.1f} s")
     assert produced.malformed > 0
