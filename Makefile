@@ -96,10 +96,13 @@ SCORING_URL ?= http://127.0.0.1:$(SCORING_PORT)
 CHECKPOINT_MS ?= 5000
 RUN_ARGS ?=
 
-.PHONY: flink-jar prism flink-up flink-down run-flink
+.PHONY: flink-jar kafka-expansion-jar prism flink-up flink-down run-flink
 
 flink-jar: venv ## Build the Beam Flink 1.19 job-server jar into .cache/flink once (needs java and mvn)
 	$(PY) -m testbed.flink_jobserver build
+
+kafka-expansion-jar: venv ## Build the KafkaIO expansion service + a Flink job server with KafkaIO into .cache/kafka-expansion once (--kafka_io=java)
+	$(PY) -m testbed.kafka_expansion build
 
 prism: venv ## Build the Prism runner binary into .cache/prism once (needs go)
 	$(PY) -m testbed.prism build

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import ConfigError, EnrichPaymentsOptions, is_streaming, parse_options, validate, validate_runner
@@ -27,6 +27,14 @@ from transforms.control.batching import BatchPolicy
 from transforms.events import ParseEvents
 from transforms.kafka.commit import CommitOffsets
 from transforms.kafka.connection import SECURITY_KEYS, KafkaConnection, parse_properties
+from transforms.kafka.java_io import (
+    ReadFromKafkaJava,
+    UnsupportedJavaSetting,
+    WriteToKafkaJava,
+    commit_start_offsets,
+    expansion_service,
+    java_consumer_config,
+)
 from transforms.kafka.lag import LagProbe
 from transforms.kafka.read import ReadFromKafka
 from transforms.kafka.write import WriteToKafka
@@ -57,13 +65,24 @@ class EnrichPayments(beam.PTransform):
 
     def expand(self, pbegin):
         o = self._opts
-        records = pbegin | "ReadKafka" >> ReadFromKafka(
-            self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records)
-        outcomes = (records
+        java = expansion_service(o.kafka_expansion_service) if o.kafka_io == "java" else None
+        if java is None:
+            reader = ReadFromKafka(self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records)
+        else:
+            reader = ReadFromKafkaJava(self._conn, o.input_topic, java,
+                                       max_records=None if self._streaming else o.max_records)
+        outcomes = (pbegin
+                    | "ReadKafka" >> reader
                     | "ParseEvents" >> ParseEvents()
                     | "Score" >> self._score
                     | "ToRecords" >> beam.Map(to_record, o.output_topic, o.dlq_topic))
-        acks = outcomes | "WriteKafka" >> WriteToKafka(self._conn)
+        # The Java writer's acks hold only after a checkpoint, so drains keep the Python writer,
+        # whose acks are delivery callbacks (transforms/kafka/java_io.py).
+        if java is not None and self._streaming:
+            writer = WriteToKafkaJava(self._conn, [o.output_topic, o.dlq_topic], java)
+        else:
+            writer = WriteToKafka(self._conn)
+        acks = outcomes | "WriteKafka" >> writer
         return acks | "CommitOffsets" >> CommitOffsets(self._conn, after_checkpoint=self._streaming)
 
 
@@ -115,6 +134,13 @@ def backlog(conn: KafkaConnection, topic: str) -> int:
         probe.close()
 
 
+# KafkaIO's bounded read (BoundedReadFromUnboundedSource) splits a read of n records into
+# min(100, n // 10000 + 1) readers that each wait for an equal share: from 10,000 records on, a
+# reader whose partitions hold less than its share waits forever (measured: 10,000 events on 2
+# partitions of 4,987 / 5,013 hung). Below that one reader takes the records from every partition.
+JAVA_MAX_CHUNK = 9_999
+
+
 def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool) -> Iterator[int | None]:
     """`max_records` of each pipeline run: one run when streaming or --drain_chunk=0, else
     runs of at most --drain_chunk offsets until the backlog seen at start is drained.
@@ -123,16 +149,20 @@ def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: 
     memory and crash duplicates are already bounded by a bundle. Runners that execute a
     batch stage by stage (the BundleBasedDirectRunner, Flink's batch mode) read a whole
     run before scoring it and commit only at its end; chunking bounds memory and
-    written-but-uncommitted output (duplicated after a crash) there too.
+    written-but-uncommitted output (duplicated after a crash) there too. With --kafka_io=java
+    every drain is chunked, at most JAVA_MAX_CHUNK records a run.
     """
-    if streaming or not opts.drain_chunk:
+    if streaming or (not opts.drain_chunk and opts.kafka_io == "python"):
         yield opts.max_records
         return
     left = backlog(conn, opts.input_topic)
     if opts.max_records is not None:
         left = min(left, opts.max_records)
+    chunk = opts.drain_chunk or left   # KafkaIO's bounded read always needs a record count
+    if opts.kafka_io == "java":
+        chunk = min(chunk, JAVA_MAX_CHUNK)
     while True:
-        take = min(opts.drain_chunk, left)
+        take = min(chunk, left)
         yield take
         left -= take
         if left <= 0:
@@ -150,6 +180,12 @@ def prepare(argv: list[str] | None) -> tuple[PipelineOptions, EnrichPaymentsOpti
     check_kafka(conn, [opts.input_topic, opts.output_topic, opts.dlq_topic])
     check_scoring_url(opts.scoring_url)
     check_token_source(opts.scoring_token_env, opts.scoring_token_file)
+    if opts.kafka_io == "java":
+        try:
+            java_consumer_config(conn)
+        except UnsupportedJavaSetting as err:
+            raise ConfigError(str(err)) from err
+        commit_start_offsets(conn, opts.input_topic)
     return options, opts, conn
 
 
@@ -209,9 +245,15 @@ def run(argv: list[str] | None = None, score: beam.PTransform | None = None,
     # Local runners run the DoFns in this process, so TELEMETRY here is the job's.
     progress = ProgressReporter.start_for(opts, conn)
     summary = RunSummary(wall_s=0.0)
+    # Beam's PortableRunner clears --runner in the options it runs with; pipelines with
+    # cross-language transforms run on those very options, so each chunk sets it again.
+    runner = options.view_as(StandardOptions).runner
     try:
         for chunk in drain_chunks(conn, opts, is_streaming(options)):
+            if chunk == 0 and opts.kafka_io == "java":
+                continue   # nothing to drain; KafkaIO would wait for a first record
             opts.max_records = chunk
+            options.view_as(StandardOptions).runner = runner
             pipeline = beam.Pipeline(options=options)
             build(pipeline, options, score)
             result: PipelineResult = pipeline.run()

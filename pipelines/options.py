@@ -6,9 +6,12 @@ Bad values end the job before it starts with one line and exit code 2:
 from __future__ import annotations
 
 import argparse
+import zipfile
+from pathlib import Path
 from urllib.parse import urlparse
 
 from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
     PipelineOptions,
     StandardOptions,
     _BeamArgumentParser,  # the parser Beam itself uses
@@ -19,6 +22,10 @@ from transforms.monitoring.config import MIN_INTERVAL_S
 # Runners whose job server contributes options Python cannot know in advance
 # (e.g. Flink's --checkpointing_interval); unknown flags pass through to them.
 PASS_THROUGH_RUNNERS = {"FlinkRunner", "PortableRunner"}
+
+KAFKA_IO_CHOICES = ("python", "java")
+# A class only a job-server jar built with KafkaIO has (testbed/kafka_expansion.py).
+_KAFKA_IO_CLASS = "org/apache/beam/sdk/io/kafka/KafkaIO.class"
 
 
 class ConfigError(ValueError):
@@ -37,6 +44,12 @@ class EnrichPaymentsOptions(PipelineOptions):
                        help="Consumer group whose committed offsets mark completed work.")
         g.add_argument("--kafka_property", action="append", default=[], metavar="KEY=VALUE",
                        help="Extra librdkafka client property, repeatable (e.g. security.protocol=SSL).")
+        g.add_argument("--kafka_io", choices=KAFKA_IO_CHOICES, default="python",
+                       help="Kafka client: python (confluent-kafka, every runner) or java (Beam's KafkaIO, "
+                            "FlinkRunner only; needs --kafka_expansion_service and a job-server jar with KafkaIO).")
+        g.add_argument("--kafka_expansion_service", default=None, metavar="JAR|HOST:PORT",
+                       help="--kafka_io=java: the KafkaIO expansion service jar (started with the EMBEDDED "
+                            "environment) or the address of a running one; `make kafka-expansion-jar` builds both jars.")
         g.add_argument("--max_records", type=int, default=None,
                        help="Drain at most this many records in total (bounded mode only).")
         g.add_argument("--drain_chunk", type=int, default=50_000,
@@ -186,14 +199,59 @@ def validate_runner(options: PipelineOptions, argv: list[str]) -> None:
     if is_streaming(options) and runner in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):
         raise ConfigError("--streaming needs FlinkRunner: the local runners execute an unbounded source as "
                           "an endless batch; use the drain (no --streaming) locally")
+    validate_kafka_io(options, runner, argv)
     if not is_streaming(options) or runner not in PASS_THROUGH_RUNNERS:
         return
-    flink = argparse.ArgumentParser(add_help=False)   # a Java-side option Python does not declare
-    flink.add_argument("--checkpointing_interval", default=None)
-    interval = flink.parse_known_args(argv)[0].checkpointing_interval
+    interval = _java_side_options(argv).checkpointing_interval
     if not (interval or "").isdigit() or int(interval) <= 0:
         raise ConfigError("--streaming on Flink needs --checkpointing_interval=<ms> > 0: offsets are "
                           "committed only after a completed checkpoint")
+
+
+def _java_side_options(argv: list[str]) -> argparse.Namespace:
+    """Flink runner options Python does not declare."""
+    flink = argparse.ArgumentParser(add_help=False)
+    flink.add_argument("--checkpointing_interval", default=None)
+    flink.add_argument("--finish_bundle_before_checkpointing", nargs="?", const="true", default=None)
+    flink.add_argument("--unaligned_checkpoint_enabled", nargs="?", const="true", default="false")
+    return flink.parse_known_args(argv)[0]
+
+
+def validate_kafka_io(options: PipelineOptions, runner: str, argv: list[str]) -> None:
+    """--kafka_io=java runs KafkaIO inside the Flink JVM (EMBEDDED), so it needs FlinkRunner, an
+    expansion service and a job server that carries KafkaIO; in streaming its writer's acks hold only
+    if every operator flushes before each aligned checkpoint barrier (see transforms/kafka/java_io.py)."""
+    opts = options.view_as(EnrichPaymentsOptions)
+    if opts.kafka_io != "java":
+        return
+    if runner != "FlinkRunner":
+        raise ConfigError(f"--kafka_io=java needs FlinkRunner (got {runner}): KafkaIO runs in the Flink JVM "
+                          "(EMBEDDED environment, no Docker); use --kafka_io=python on other runners")
+    if not opts.kafka_expansion_service:
+        raise ConfigError("--kafka_io=java needs --kafka_expansion_service=<jar or host:port> "
+                          "(make kafka-expansion-jar builds it)")
+    if opts.kafka_expansion_service.endswith(".jar") and not Path(opts.kafka_expansion_service).is_file():
+        raise ConfigError(f"--kafka_expansion_service: no such jar {opts.kafka_expansion_service}")
+    jar = getattr(options.view_as(FlinkRunnerOptions), "flink_job_server_jar", None)
+    if jar and not _has_kafka_io(jar):
+        raise ConfigError(f"--kafka_io=java needs a job-server jar with KafkaIO on its classpath; {jar} has none "
+                          "(make kafka-expansion-jar builds one)")
+    java_side = _java_side_options(argv)
+    if is_streaming(options) and (java_side.finish_bundle_before_checkpointing or "true") != "true":
+        raise ConfigError("--kafka_io=java streaming needs --finish_bundle_before_checkpointing: offsets are "
+                          "committed for records that reached the Java writer before a checkpoint")
+    if is_streaming(options) and java_side.unaligned_checkpoint_enabled != "false":
+        raise ConfigError("--kafka_io=java streaming refuses unaligned checkpoints: records in flight past a "
+                          "barrier are not flushed by the Java writer before that checkpoint completes")
+
+
+def _has_kafka_io(jar: str) -> bool:
+    try:
+        with zipfile.ZipFile(jar) as archive:
+            archive.getinfo(_KAFKA_IO_CLASS)
+        return True
+    except (KeyError, OSError, zipfile.BadZipFile):
+        return False
 
 
 def is_streaming(options: PipelineOptions) -> bool:

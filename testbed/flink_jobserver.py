@@ -3,7 +3,7 @@
 deploy/local/flink/pom.xml shades `beam-runners-flink-<minor>` and its runtime
 dependencies into the same kind of jar Beam releases as
 `beam-runners-flink-<minor>-job-server-<beam>.jar`. The jar is cached in
-.cache/flink/ (Maven's work dir under .cache/flink/build), so only the first
+.cache/flink/ (Maven's work dir beside it), so only the first
 build needs the network. Beam's Python FlinkRunner takes it through
 `--flink_job_server_jar`; `JobServer` runs one for a whole test session.
 
@@ -11,8 +11,6 @@ build needs the network. Beam's Python FlinkRunner takes it through
 """
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
 import socket
 import subprocess
@@ -25,7 +23,7 @@ from types import TracebackType
 
 import grpc
 
-from testbed.cached_build import build_main
+from testbed.cached_build import build_main, maven_shaded_jar
 
 BEAM_VERSION = version("apache-beam")  # the jar must match the installed SDK exactly
 FLINK_MINOR = "1.19"
@@ -48,37 +46,14 @@ def _require(tool: str, hint: str) -> str:
     return path
 
 
-def build(force: bool = False, jar: Path = JAR) -> Path:
+def build(force: bool = False, jar: Path = JAR, profiles: Sequence[str] = ()) -> Path:
     """Return the job-server jar, building it with Maven unless it is already there.
 
-    The shaded jar is written next to its final name and renamed at the end, so an
-    interrupted build never leaves a jar that a later call would accept; a file lock
-    serialises concurrent callers (Makefile and pytest fixtures).
+    `profiles` are Maven profiles of the POM (`kafka-io` adds Java KafkaIO, see
+    testbed/kafka_expansion.py); a jar built with other profiles needs its own path.
     """
-    if jar.is_file() and not force:
-        return jar
-    _require("java", JAVA_HINT)
-    mvn = _require("mvn", "install Maven (e.g. apt-get install maven)")
-    jar.parent.mkdir(parents=True, exist_ok=True)
-    with open(jar.parent / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if jar.is_file() and not force:
-            return jar
-        partial = jar.with_name(jar.name + ".partial")
-        log = jar.parent / "build.log"
-        cmd = [
-            mvn, "-B", "-q", "--no-transfer-progress", "-Dstyle.color=never",
-            "-f", str(POM), "package",
-            f"-Dbeam.version={BEAM_VERSION}", f"-Dflink.minor={FLINK_MINOR}",
-            f"-Dbuild.dir={jar.parent / 'build'}", f"-Djar.output={partial}",
-        ]
-        with open(log, "w") as out:
-            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-        if rc != 0 or not partial.is_file():
-            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-            raise JobServerError(f"mvn exited {rc} building {jar.name} (full log: {log}):\n" + "\n".join(tail))
-        os.replace(partial, jar)
-    return jar
+    return maven_shaded_jar(POM, jar, JobServerError, [f"beam.version={BEAM_VERSION}", f"flink.minor={FLINK_MINOR}"],
+                            profiles, force)
 
 
 def runner_args(jar: Path, flink_master: str = "[local]") -> list[str]:
