@@ -27,6 +27,7 @@ from transforms.control.batching import BatchPolicy
 from transforms.events import ParseEvents
 from transforms.kafka.commit import CommitOffsets
 from transforms.kafka.connection import SECURITY_KEYS, KafkaConnection, parse_properties
+from transforms.kafka.exactly_once import WriteToKafkaExactlyOnce
 from transforms.kafka.java_io import (
     ReadFromKafkaJava,
     UnsupportedJavaSetting,
@@ -76,6 +77,8 @@ class EnrichPayments(beam.PTransform):
                     | "ParseEvents" >> ParseEvents()
                     | "Score" >> self._score
                     | "ToRecords" >> beam.Map(to_record, o.output_topic, o.dlq_topic))
+        if o.delivery == "exactly_once":
+            return outcomes | "WriteKafkaExactlyOnce" >> WriteToKafkaExactlyOnce(self._conn)
         # The Java writer's acks hold only after a checkpoint, so drains keep the Python writer,
         # whose acks are delivery callbacks (transforms/kafka/java_io.py).
         if java is not None and self._streaming:

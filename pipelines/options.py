@@ -24,6 +24,9 @@ from transforms.monitoring.config import MIN_INTERVAL_S
 PASS_THROUGH_RUNNERS = {"FlinkRunner", "PortableRunner"}
 
 KAFKA_IO_CHOICES = ("python", "java")
+DELIVERY_CHOICES = ("at_least_once", "exactly_once")
+# Runners exactly-once delivery is tested on (transforms/kafka/exactly_once.py).
+EXACTLY_ONCE_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "FlinkRunner", "PortableRunner"}
 # A class only a job-server jar built with KafkaIO has (testbed/kafka_expansion.py).
 _KAFKA_IO_CLASS = "org/apache/beam/sdk/io/kafka/KafkaIO.class"
 
@@ -50,6 +53,9 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--kafka_expansion_service", default=None, metavar="JAR|HOST:PORT",
                        help="--kafka_io=java: the KafkaIO expansion service jar (started with the EMBEDDED "
                             "environment) or the address of a running one; `make kafka-expansion-jar` builds both jars.")
+        g.add_argument("--delivery", choices=DELIVERY_CHOICES, default="at_least_once",
+                       help="at_least_once: consumers de-duplicate on txn_id; exactly_once: outputs and consumed "
+                            "offsets in one Kafka transaction per input partition (consumers read_committed).")
         g.add_argument("--max_records", type=int, default=None,
                        help="Drain at most this many records in total (bounded mode only).")
         g.add_argument("--drain_chunk", type=int, default=50_000,
@@ -200,6 +206,7 @@ def validate_runner(options: PipelineOptions, argv: list[str]) -> None:
         raise ConfigError("--streaming needs FlinkRunner: the local runners execute an unbounded source as "
                           "an endless batch; use the drain (no --streaming) locally")
     validate_kafka_io(options, runner, argv)
+    validate_delivery(options, runner)
     if not is_streaming(options) or runner not in PASS_THROUGH_RUNNERS:
         return
     interval = _java_side_options(argv).checkpointing_interval
@@ -243,6 +250,19 @@ def validate_kafka_io(options: PipelineOptions, runner: str, argv: list[str]) ->
     if is_streaming(options) and java_side.unaligned_checkpoint_enabled != "false":
         raise ConfigError("--kafka_io=java streaming refuses unaligned checkpoints: records in flight past a "
                           "barrier are not flushed by the Java writer before that checkpoint completes")
+
+
+def validate_delivery(options: PipelineOptions, runner: str) -> None:
+    """Exactly-once is refused where it is not known to hold, never silently downgraded."""
+    opts = options.view_as(EnrichPaymentsOptions)
+    if opts.delivery != "exactly_once":
+        return
+    if opts.kafka_io != "python":
+        raise ConfigError("--delivery=exactly_once needs --kafka_io=python: its transactional writer commits the "
+                          "consumed offsets with the outputs, which KafkaIO's writer cannot")
+    if runner not in EXACTLY_ONCE_RUNNERS:
+        raise ConfigError(f"--delivery=exactly_once is not offered on {runner}: it is tested on the "
+                          "FnApiRunner (DirectRunner) and Flink; use --delivery=at_least_once there")
 
 
 def _has_kafka_io(jar: str) -> bool:

@@ -92,6 +92,12 @@ _SPECS = (
                beam="kafka_write/delivery_errors"),
     MetricSpec("offset_commits", COUNTER, INT64, "1", "Times a partition's committed prefix advanced.",
                beam="kafka_commit/commits"),
+    MetricSpec("transactions", COUNTER, INT64, "1",
+               "--delivery=exactly_once: transactions committed (outputs + consumed offset of one partition).",
+               beam="kafka_commit/transactions"),
+    MetricSpec("duplicates_dropped", COUNTER, INT64, "1",
+               "--delivery=exactly_once: outputs not written again because a committed transaction holds them.",
+               beam="kafka_commit/duplicates_dropped"),
     MetricSpec("committed_offset", GAUGE, INT64, "1", "Offset this process last committed for the group.",
                PARTITION_LABELS, beam="kafka_commit/offset/{topic}/{partition}"),
     # Sampled from Kafka by the exporter
