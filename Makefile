@@ -28,7 +28,7 @@ lint: venv ## ruff (ruff.toml) over the tree, mypy (mypy.ini) over the pure cont
 test-unit: venv ## Unit tests only (no broker, no service; includes the Beam glue on the FnApiRunner)
 	$(PY) -m pytest tests/unit -q
 
-test: lint kafka-jars $(VENV)/.bench-installed ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
+test: lint kafka-jars nginx $(VENV)/.bench-installed ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
 	$(PY) -m pytest tests -q
 
 clean: ## Remove the virtualenv and caches (jars are kept in .cache)
@@ -106,6 +106,9 @@ kafka-expansion-jar: venv ## Build the KafkaIO expansion service + a Flink job s
 
 prism: venv ## Build the Prism runner binary into .cache/prism once (needs go)
 	$(PY) -m testbed.prism build
+
+nginx: venv ## Unpack Debian's nginx into .cache/nginx once (a rate limiter we did not write, for tests and the benchmark)
+	$(PY) -m testbed.nginx_limiter build
 
 flink-up: venv flink-jar ## Start a local Flink 1.19 session cluster on localhost:FLINK_REST_PORT (default 8081)
 	$(PY) -m testbed.flink_cluster up --rest-port $(FLINK_REST_PORT)

@@ -1,0 +1,157 @@
+"""A rate limiter this project did not write: nginx's `limit_req` in front of the scoring service.
+
+nginx answers the excess with a plain `429` - no `Retry-After`, no
+`RateLimit` headers - from its leaky bucket (`rate`, `burst`, `nodelay`), the
+way many real APIs are fronted. The binary comes from Debian's package
+(`apt-get download nginx` + `dpkg -x`, no root, nothing installed system-wide)
+into .cache/nginx/ once; `NginxLimiter` runs it with a generated config.
+
+    python -m testbed.nginx_limiter build          # prints the binary path
+"""
+from __future__ import annotations
+
+import fcntl
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from testbed.cached_build import build_main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = REPO_ROOT / ".cache" / "nginx"
+BINARY = CACHE_DIR / "root" / "usr" / "sbin" / "nginx"
+READY_TIMEOUT_S = 15.0
+
+
+class NginxError(RuntimeError):
+    """nginx could not be fetched or started; the message says why."""
+
+
+def fetch(force: bool = False, binary: Path = BINARY) -> Path:
+    """The nginx binary, unpacked from Debian's package on first use."""
+    if binary.is_file() and not force:
+        return binary
+    for tool in ("apt-get", "dpkg"):
+        if not shutil.which(tool):
+            raise NginxError(f"{tool} not found: nginx is taken from Debian's package (a Debian-based machine)")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.is_file() and not force:
+            return binary
+        with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
+            got = subprocess.run(["apt-get", "download", "nginx"], cwd=tmp, capture_output=True, text=True)
+            debs = list(Path(tmp).glob("nginx_*.deb"))
+            if got.returncode != 0 or not debs:
+                raise NginxError(f"apt-get download nginx failed: {(got.stderr or got.stdout).strip()[-300:]}")
+            unpacked = subprocess.run(["dpkg", "-x", str(debs[0]), str(CACHE_DIR / "root")], capture_output=True,
+                                      text=True)
+            if unpacked.returncode != 0 or not binary.is_file():
+                raise NginxError(f"dpkg -x {debs[0].name} failed: {unpacked.stderr.strip()[-300:]}")
+    return binary
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def config(prefix: Path, port: int, upstream: str, rate_rps: float, burst: int) -> str:
+    host_port = upstream.split("://", 1)[-1].rstrip("/")
+    temp = "\n".join(f"  {name}_temp_path {prefix}/{name};" for name in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+{temp}
+  # One key for every client (an empty key would not be limited at all).
+  limit_req_zone $binary_remote_addr zone=score:1m rate={rate_rps:g}r/s;
+  limit_req_status 429;
+  upstream scoring {{ server {host_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=1024;
+    location /score {{
+      limit_req zone=score burst={burst} nodelay;
+      proxy_pass http://scoring;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+    location / {{
+      proxy_pass http://scoring;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+class NginxLimiter:
+    """nginx on a free port, limiting `/score` of `upstream` to `rate_rps` (burst, nodelay)."""
+
+    def __init__(self, upstream: str, rate_rps: float = 200.0, burst: int = 10) -> None:
+        self.upstream, self.rate_rps, self.burst = upstream, rate_rps, burst
+        self.port = _free_port()
+        self._dir = Path(tempfile.mkdtemp(prefix="nginx-limiter-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> NginxLimiter:
+        binary = fetch()
+        conf = self._dir / "nginx.conf"
+        conf.write_text(config(self._dir, self.port, self.upstream, self.rate_rps, self.burst))
+        log = (self._dir / "stdout.log").open("wb")
+        self._proc = subprocess.Popen([str(binary), "-p", str(self._dir), "-c", str(conf)], stdout=log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise NginxError(f"nginx exited {self._proc.returncode}: {self.log_tail()}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise NginxError(f"nginx not listening on {self.port} after {READY_TIMEOUT_S:.0f} s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        path = self._dir / "error.log"
+        return path.read_text(errors="replace")[-500:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> NginxLimiter:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return build_main("nginx_limiter", __doc__.split("\n")[0], "nginx binary", fetch, NginxError, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
