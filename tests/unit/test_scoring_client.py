@@ -2,6 +2,7 @@
 a throwaway local HTTP server answers with scripted responses)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from transforms.control.signals import AttemptKind
+from transforms.control.signals import AttemptKind, AttemptResult
 from transforms.scoring.client import ScoringClient, parse_policy_rps, parse_retry_after
 
 
@@ -64,9 +65,19 @@ def ok_body(ids) -> bytes:
     return json.dumps({"results": [{"txn_id": i, "score": 0.1, "decision": "approve"} for i in ids]}).encode()
 
 
+def attempts(url: str, calls: list[tuple[list[str], str]], **client_kwargs) -> list[AttemptResult]:
+    """Runs `client.attempt(b"[]", txn_ids, key)` for each call on one event loop, as the runtime does."""
+    async def run() -> list[AttemptResult]:
+        client = ScoringClient(url, **client_kwargs)
+        try:
+            return [await client.attempt(b"[]", ids, key) for ids, key in calls]
+        finally:
+            await client.close()
+    return asyncio.run(run())
+
+
 def test_classifies_responses(scripted_server) -> None:
     url, script, seen = scripted_server
-    client = ScoringClient(url, token="s3cret")
     script += [
         (200, {"RateLimit-Policy": '"default";q=50;w=1'}, ok_body(["a", "b"])),
         (429, {"Retry-After": "2"}, b'{"error":"rate limited"}'),
@@ -75,22 +86,28 @@ def test_classifies_responses(scripted_server) -> None:
         (200, {}, ok_body(["b", "a"])),
         (302, {"Location": "http://elsewhere.example/"}, b""),
     ]
-    ok = client.attempt(b"[]", ["a", "b"], "key-1")
+    ok, throttled, unavailable, bad, mismatch, redirect = attempts(
+        url, [(["a", "b"], "key-1"), (["a"], "key-2"), (["a"], "k"), (["a"], "k"), (["a", "b"], "k"), (["a"], "k")],
+        token="s3cret")
     assert ok.kind is AttemptKind.SUCCESS and ok.policy_rps == 50 and len(ok.value) == 2
-    throttled = client.attempt(b"[]", ["a"], "key-2")
     assert throttled.kind is AttemptKind.RETRYABLE and throttled.congestion and throttled.retry_after_s == 2
-    assert client.attempt(b"[]", ["a"], "k").reason == "http_503"
-    assert client.attempt(b"[]", ["a"], "k").kind is AttemptKind.FATAL
-    mismatch = client.attempt(b"[]", ["a", "b"], "k")
+    assert unavailable.reason == "http_503"
+    assert bad.kind is AttemptKind.FATAL
     assert mismatch.kind is AttemptKind.FATAL and mismatch.reason.startswith("invalid_response: result 0 is for txn_id 'b'")
-    redirect = client.attempt(b"[]", ["a"], "k")
     assert redirect.kind is AttemptKind.FATAL and redirect.status == 302   # never followed
     headers, _ = seen[0]
     assert headers["Authorization"] == "Bearer s3cret" and headers["Idempotency-Key"] == "key-1"
+    assert headers["User-Agent"].startswith("payment-enrichment pid/")
     assert len(seen) == 6
 
 
 def test_connection_refused_is_retryable_congestion() -> None:
-    client = ScoringClient("http://127.0.0.1:9", connect_timeout_s=1)
-    result = client.attempt(b"[]", ["a"], "k")
+    [result] = attempts("http://127.0.0.1:9", [(["a"], "k")], connect_timeout_s=1)
     assert result.kind is AttemptKind.RETRYABLE and result.reason == "connection_error" and result.congestion
+
+
+def test_a_response_over_the_bound_is_refused_not_read(scripted_server) -> None:
+    url, script, _ = scripted_server
+    script.append((200, {}, b"x" * 5000))
+    [result] = attempts(url, [(["a"], "k")], max_response_bytes=1000)
+    assert result.kind is AttemptKind.FATAL and result.reason == "response_too_large_or_cut"

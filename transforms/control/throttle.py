@@ -95,9 +95,14 @@ class AdaptiveThrottle:
         self._tick_lock = threading.Lock()
         self._started = 0
         self._recoveries = 0
-        self._cond = threading.Condition()     # wakes parked calls and blocked submitters
+        # One lock, two conditions: submitters wait for room, parked calls for the end of an outage
+        # (one condition for both woke every parked call at every completion).
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)
         self._outstanding = 0
         self._parked = 0
+        self._blocked = 0                      # submitters waiting in enter()
 
     # ---- the life of one call ---------------------------------------------------------------
 
@@ -162,13 +167,18 @@ class AdaptiveThrottle:
 
     # ---- how many calls may be outstanding ------------------------------------------------------
 
-    def _has_room(self) -> bool:
-        bound = self.outstanding_factor * self.inflight.limit
+    def _has_room(self, slack: int = 0) -> bool:
+        bound = self.outstanding_factor * self.inflight.limit - slack
         return self._outstanding - self._parked < bound and self._parked < bound
+
+    def _has_room_to_resume(self) -> bool:
+        """A blocked submitter resumes once a quarter of the bound is free, not at every completion:
+        waking it per completion cost a thread hand-off (and a GIL convoy) per request."""
+        return self._has_room(slack=self.outstanding_factor * self.inflight.limit // 4)
 
     def try_enter(self) -> bool:
         """Counts a new call as outstanding if there is room for it."""
-        with self._cond:
+        with self._lock:
             if not self._has_room():
                 return False
             self._outstanding += 1
@@ -176,20 +186,29 @@ class AdaptiveThrottle:
 
     def enter(self) -> None:
         """Blocks until a new call may start (backpressure), then counts it as outstanding."""
-        with self._cond:
-            self._cond.wait_for(self._has_room)
+        with self._room:
+            if not self._has_room():
+                self._blocked += 1
+                try:
+                    self._room.wait_for(self._has_room_to_resume)
+                finally:
+                    self._blocked -= 1
             self._outstanding += 1
 
     def leave(self) -> None:
-        with self._cond:
+        with self._room:
             self._outstanding -= 1
-            self._cond.notify_all()
+            self._maybe_resume()
 
     def parked(self, delta: int) -> None:
         """A call parks (+1) or leaves its park (-1); the driver reports both."""
-        with self._cond:
+        with self._room:
             self._parked += delta
-            self._cond.notify_all()
+            self._maybe_resume()
+
+    def _maybe_resume(self) -> None:
+        if self._blocked and self._has_room_to_resume():
+            self._room.notify_all()
 
     @property
     def outstanding(self) -> int:
@@ -214,9 +233,11 @@ class AdaptiveThrottle:
             limit = self.concurrency.update(self.controller.learned_rate, self.inflight.take_recent_peak(),
                                             self.controller.in_outage)
             self.inflight.set_limit(limit)
-            with self._cond:
-                self._recoveries = self.controller.recoveries
-                self._cond.notify_all()   # parked calls after an outage; submitters when the limit grew
+            with self._lock:
+                if self._recoveries != self.controller.recoveries:
+                    self._recoveries = self.controller.recoveries
+                    self._wake.notify_all()   # the outage is over: every parked call retries now
+                self._room.notify_all()       # the limit may have grown
             return True
         finally:
             self._tick_lock.release()
@@ -247,9 +268,10 @@ class AdaptiveThrottle:
                 self._clock.sleep(step.seconds)
 
     def _park(self, seconds: float) -> None:
-        with self._cond:
+        with self._lock:
             self._parked += 1
-            self._cond.notify_all()
+            self._maybe_resume()
             seen = self._recoveries
-            self._clock.wait(self._cond, lambda: self._recoveries != seen, seconds)
+            self._clock.wait(self._wake, lambda: self._recoveries != seen, seconds)
             self._parked -= 1
+            self._maybe_resume()

@@ -18,28 +18,43 @@ from typing import Any
 from apache_beam.metrics import Metrics
 
 from transforms.monitoring.catalogue import CATALOGUE, COUNTER, DISTRIBUTION, GAUGE, MetricSpec
-from transforms.monitoring.telemetry import TELEMETRY, Telemetry
+from transforms.monitoring.telemetry import TELEMETRY, Telemetry, telemetry_key
 
 
 class _Handle:
+    """The Beam metric and the registry key of one label set, resolved once (the hot path is per event)."""
     _beam_factory: Callable[[str, str], Any]
 
-    def __init__(self, spec: MetricSpec, telemetry: Telemetry) -> None:
+    def __init__(self, spec: MetricSpec, telemetry: Telemetry, labels: dict[str, object] | None = None) -> None:
+        if labels is None and spec.labels:
+            labels = {}                                   # a labelled family: bind() resolves each label set
+        elif set(labels or {}) != set(spec.labels):
+            raise ValueError(f"metric {spec.name} takes labels {spec.labels}, got {sorted(labels or {})}")
         self.spec = spec
         self._telemetry = telemetry
-        self._beam: dict[tuple[tuple[str, object], ...], Any] = {}
+        self._labels = labels or {}
+        self._family = bool(spec.labels) and not self._labels
+        self._key = telemetry_key(spec.name, self._labels)
+        self._beam = None
+        if spec.beam is not None and not self._family:
+            namespace, name = spec.beam_key(**self._labels).split("/", 1)
+            self._beam = type(self)._beam_factory(namespace, name)
+        self._bound: dict[tuple[tuple[str, object], ...], Any] = {}
 
-    def _beam_metric(self, labels: dict[str, object]) -> Any:
-        if self.spec.beam is None:
-            return None
+    def bind(self, **labels: object) -> Any:
+        """The handle of one label set of a labelled metric (cached)."""
         key = tuple(sorted(labels.items()))
-        metric = self._beam.get(key)
-        if metric is None:
-            if set(labels) != set(self.spec.labels):
-                raise ValueError(f"metric {self.spec.name} takes labels {self.spec.labels}, got {sorted(labels)}")
-            namespace, name = self.spec.beam_key(**labels).split("/", 1)
-            metric = self._beam[key] = type(self)._beam_factory(namespace, name)
-        return metric
+        handle = self._bound.get(key)
+        if handle is None:
+            handle = self._bound[key] = type(self)(self.spec, self._telemetry, labels)
+        return handle
+
+    def _resolve(self, labels: dict[str, object]) -> _Handle:
+        if labels:
+            return self.bind(**labels)
+        if self._family:
+            raise ValueError(f"metric {self.spec.name} needs its labels {self.spec.labels}")
+        return self
 
 
 class Counter(_Handle):
@@ -48,30 +63,30 @@ class Counter(_Handle):
     def inc(self, value: int = 1, **labels: object) -> None:
         if not value:
             return
-        beam = self._beam_metric(labels)
-        if beam is not None:
-            beam.inc(value)
-        self._telemetry.inc(self.spec.name, value, **labels)
+        handle = self._resolve(labels) if labels or self._family else self
+        if handle._beam is not None:
+            handle._beam.inc(value)
+        self._telemetry.add(handle._key, value)
 
 
 class Gauge(_Handle):
     _beam_factory = staticmethod(Metrics.gauge)
 
     def set(self, value: float, **labels: object) -> None:
-        beam = self._beam_metric(labels)
-        if beam is not None:
-            beam.set(int(value))
-        self._telemetry.set(self.spec.name, value, **labels)
+        handle = self._resolve(labels) if labels or self._family else self
+        if handle._beam is not None:
+            handle._beam.set(int(value))
+        self._telemetry.put(handle._key, value)
 
 
 class Distribution(_Handle):
     _beam_factory = staticmethod(Metrics.distribution)
 
     def observe(self, value: float, **labels: object) -> None:
-        beam = self._beam_metric(labels)
-        if beam is not None:
-            beam.update(int(value))   # Beam distributions are integers
-        self._telemetry.observe(self.spec.name, value, **labels)
+        handle = self._resolve(labels) if labels or self._family else self
+        if handle._beam is not None:
+            handle._beam.update(int(value))   # Beam distributions are integers
+        self._telemetry.sample(handle._key, value)
 
 
 _KINDS: dict[str, type[_Handle]] = {COUNTER: Counter, GAUGE: Gauge, DISTRIBUTION: Distribution}

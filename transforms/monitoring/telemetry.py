@@ -22,8 +22,11 @@ Key = tuple[str, Labels]
 Listener = Callable[[str, float, Labels], None]
 
 
-def _key(name: str, labels: dict[str, object]) -> Key:
+def telemetry_key(name: str, labels: dict[str, object]) -> Key:
     return name, tuple(sorted((k, str(v)) for k, v in labels.items()))
+
+
+_key = telemetry_key
 
 
 #: Histogram buckets shared by every distribution (Cloud Monitoring's exponential
@@ -118,21 +121,33 @@ class Telemetry:
             self._listeners = [x for x in self._listeners if x is not listener]
 
     def inc(self, name: str, value: int = 1, **labels: object) -> None:
-        key = _key(name, labels)
+        self.add(_key(name, labels), value)
+
+    def set(self, name: str, value: float, **labels: object) -> None:
+        self.put(_key(name, labels), value)
+
+    def observe(self, name: str, value: float, **labels: object) -> None:
+        self.sample(_key(name, labels), value)
+
+    # The same by a key made once (`telemetry_key`): what the metric handles call per event.
+
+    def add(self, key: Key, value: int) -> None:
         with self._lock:
             self._counters[key] = self._counters.get(key, 0) + value
 
-    def set(self, name: str, value: float, **labels: object) -> None:
+    def put(self, key: Key, value: float) -> None:
         with self._lock:
-            self._gauges[_key(name, labels)] = value
+            self._gauges[key] = value
 
-    def observe(self, name: str, value: float, **labels: object) -> None:
-        key = _key(name, labels)
+    def sample(self, key: Key, value: float) -> None:
         with self._lock:
-            self._distributions.setdefault(key, Distribution()).add(value)
+            distribution = self._distributions.get(key)
+            if distribution is None:
+                distribution = self._distributions[key] = Distribution()
+            distribution.add(value)
             listeners = self._listeners
         for listener in listeners:
-            listener(name, value, key[1])
+            listener(key[0], value, key[1])
 
     def snapshot(self) -> Snapshot:
         with self._lock:

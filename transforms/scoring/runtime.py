@@ -1,33 +1,39 @@
 """The per-process scoring machinery shared by every DoFn instance and thread.
 
 A cap per DoFn instance would multiply with the runner's parallelism, so the
-throttle, the HTTP session and the worker threads live in a process-wide
-registry keyed by the configuration, and DoFns only submit batches to it.
-Across processes the job-wide cap holds through the shards (`JobShare`): each
-batch names its shard, and this process may have `depth` requests in flight
-per shard it serves. A control thread ticks the throttle every tick, so the
+throttle, the HTTP session and the event loop that runs every request live in
+a process-wide registry keyed by the configuration, and DoFns only submit
+batches to it. Across processes the job-wide cap holds through the shards
+(`JobShare`): each batch names its shard, and this process's cap is its share
+of the shards. A control thread ticks the throttle every tick, so the
 controllers see outages and idle spells as they happen.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from transforms.control.backoff import FullJitterBackoff
 from transforms.control.concurrency import ConcurrencyLimit
+from transforms.control.inflight import InFlightLimiter
 from transforms.control.job_share import JobShare
 from transforms.control.rate_controller import CubicRateController
 from transforms.control.retry_budget import RetryBudget
-from transforms.control.throttle import AdaptiveThrottle, CallOutcome
+from transforms.control.signals import AttemptResult
+from transforms.control.throttle import ATTEMPT, AdaptiveThrottle, CallOutcome, Park, Sleep
 from transforms.events import ParsedEvent
 from transforms.monitoring import metrics
 from transforms.monitoring.telemetry import TELEMETRY
 from transforms.scoring.client import ScoringClient, read_token
 from transforms.scoring.codec import encode_request, idempotency_key
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,9 +88,35 @@ def set_gauges(values: dict[str, float]) -> None:
     _IN_FLIGHT_LIMIT.set(values["in_flight_limit"])
 
 
-class ScoringRuntime:
-    """Throttle + client + worker threads + the control thread.
+class _Slots:
+    """In-flight slots for coroutines: the throttle's `InFlightLimiter`, waited for without a thread."""
 
+    def __init__(self, limiter: InFlightLimiter) -> None:
+        self._limiter = limiter
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if not self._waiters and self._limiter.try_acquire():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter                      # set only once a slot was taken for it
+
+    def release(self) -> None:
+        self._limiter.release()
+        self.grant()
+
+    def grant(self) -> None:
+        """Hands free slots to waiters in order (also after the limit grew)."""
+        while self._waiters and self._limiter.try_acquire():
+            self._waiters.popleft().set_result(None)
+
+
+class ScoringRuntime:
+    """Throttle + client on one event loop thread + the control thread.
+
+    Every batch's call runs as a coroutine on the loop, performing the
+    throttle's steps (`AdaptiveThrottle.steps`) without a thread of its own.
     `submit` blocks while the throttle has no room for another batch (about
     `2 x` the current in-flight limit active, as many parked), so a slow
     service stalls the caller (and the Kafka reader behind it) instead of
@@ -103,9 +135,14 @@ class ScoringRuntime:
             budget=RetryBudget(ratio=config.retry_budget_ratio, min_per_s=config.retry_budget_min_per_s),
             backoff=FullJitterBackoff(base_s=config.backoff_base_s, cap_s=config.backoff_cap_s),
             max_attempts=config.max_attempts, deadline_s=config.deadline_s)
-        self.client = ScoringClient(config.url, token=read_token(config.token_env, config.token_file),
-                                    pool_size=config.max_in_flight, read_timeout_s=config.request_timeout_s)
-        self._pool = ThreadPoolExecutor(4 * config.max_in_flight, thread_name_prefix="scoring")
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="scoring-loop", daemon=True)
+        self._loop_thread.start()
+        self._slots = _Slots(self.throttle.inflight)
+        token = read_token(config.token_env, config.token_file)
+        self.client: ScoringClient = self._on_loop(self._make_client(token))
+        self._recovered = self._on_loop(self._new_event())
+        self._seen_recoveries = 0
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._control_loop, name="scoring-control", daemon=True)
         self._ticker.start()
@@ -113,23 +150,41 @@ class ScoringRuntime:
         self._sampler = f"scoring-{id(self):x}"
         TELEMETRY.sampler(self._sampler, lambda: set_gauges(self.gauges()))
 
+    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _make_client(self, token: str | None) -> ScoringClient:
+        return ScoringClient(self.config.url, token=token, pool_size=self.config.max_in_flight,
+                             read_timeout_s=self.config.request_timeout_s)
+
+    @staticmethod
+    async def _new_event() -> asyncio.Event:
+        return asyncio.Event()
+
     def gauges(self) -> dict[str, float]:
         return {"rate_limit_rps": self.throttle.controller.rate, "in_flight": self.throttle.inflight.in_flight,
                 "in_flight_limit": self.throttle.inflight.limit}
 
     def close(self) -> None:
-        """Waits for the batches still running, then releases the threads and the HTTP session."""
+        """Waits for the batches still running, then stops the threads and closes the HTTP session."""
         TELEMETRY.remove_sampler(self._sampler)
         self._stop.set()
-        self._pool.shutdown(wait=True)
         self._ticker.join(timeout=5)
-        self.client.close()
+        self._on_loop(self._drain_and_close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=5)
+        self._loop.close()
+
+    async def _drain_and_close(self) -> None:
+        while self.throttle.outstanding:
+            await asyncio.sleep(0.05)
+        await self.client.close()
 
     def submit(self, batch: list[ParsedEvent], shard: int) -> Future[BatchResult]:
         self.share.saw(shard)
         self.throttle.enter()
         try:
-            future = self._pool.submit(self._score, batch)
+            future = asyncio.run_coroutine_threadsafe(self._score(batch), self._loop)
         except BaseException:
             self.throttle.leave()
             raise
@@ -141,15 +196,56 @@ class ScoringRuntime:
         while not self._stop.wait(tick_s):
             self.throttle.controller.set_share(self.share.fraction())
             self.throttle.concurrency.set_hard_cap(self.share.in_flight_cap())
-            self.throttle.tick()
+            if self.throttle.tick():
+                self._loop.call_soon_threadsafe(self._after_tick)
 
-    def _score(self, batch: list[ParsedEvent]) -> BatchResult:
+    def _after_tick(self) -> None:
+        self._slots.grant()                          # the in-flight limit may have grown
+        if self.throttle.recoveries != self._seen_recoveries:
+            self._seen_recoveries = self.throttle.recoveries
+            self._recovered.set()                    # an outage ended: every parked call retries now
+            self._recovered = asyncio.Event()
+
+    async def _score(self, batch: list[ParsedEvent]) -> BatchResult:
         started = time.monotonic()
         txn_ids = [p.event.txn_id for p in batch]
         body = encode_request(batch)
         key = idempotency_key(txn_ids)
-        outcome = self.throttle.call(lambda: self.client.attempt(body, txn_ids, key))
+        outcome = await self._call(lambda: self.client.attempt(body, txn_ids, key))
         return BatchResult(batch, outcome, time.monotonic() - started)
+
+    async def _call(self, attempt: Callable[[], Awaitable[AttemptResult]]) -> CallOutcome:
+        """Performs the throttle's steps for one batch on the loop (the asyncio twin of
+        `AdaptiveThrottle.call`)."""
+        steps = self.throttle.steps()
+        sent: Any = None
+        while True:
+            try:
+                step = steps.send(sent)
+            except StopIteration as done:
+                outcome: CallOutcome = done.value
+                return outcome
+            sent = None
+            if step is ATTEMPT:
+                await self._slots.acquire()
+                try:
+                    self.throttle.started()
+                    begun = time.monotonic()
+                    result = await attempt()
+                    sent = (result, time.monotonic() - begun)
+                finally:
+                    self._slots.release()
+            elif isinstance(step, Park):
+                recovered = self._recovered
+                self.throttle.parked(+1)
+                try:
+                    await asyncio.wait_for(recovered.wait(), step.seconds)
+                except TimeoutError:
+                    pass
+                finally:
+                    self.throttle.parked(-1)
+            elif isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
 
 
 _RUNTIMES: dict[ScoringConfig, ScoringRuntime] = {}

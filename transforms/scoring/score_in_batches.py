@@ -34,7 +34,7 @@ from transforms.control.batching import BatchPolicy
 from transforms.events import DeadLetter, ParsedEvent, ScoredEvent
 from transforms.monitoring import metrics
 from transforms.monitoring.config import MonitoringConfig
-from transforms.scoring.codec import dead_letters, outcome_bucket, scored_events
+from transforms.scoring.codec import REQUEST_OUTCOMES, dead_letters, outcome_bucket, scored_events
 from transforms.scoring.runtime import BatchResult, Runtime, RuntimeFactory, ScoringConfig, set_gauges, shared_runtime
 
 _BATCHES = metrics.counter("batches")
@@ -44,6 +44,7 @@ _THROTTLED_MS = metrics.counter("throttled_ms")
 _EVENTS_SCORED = metrics.counter("events_scored")
 _SCORE_DEAD_LETTERS = metrics.counter("score_dead_letters")
 _REQUESTS = metrics.counter("requests")
+_REQUESTS_BY_OUTCOME = {outcome: _REQUESTS.bind(outcome=outcome) for outcome in REQUEST_OUTCOMES}
 _REQUEST_LATENCY_MS = metrics.distribution("request_latency_ms")
 
 
@@ -52,19 +53,18 @@ def shard_of(account_id: str, num_shards: int) -> int:
     return zlib.crc32(account_id.encode()) % num_shards
 
 
-def record_batch(result: BatchResult, gauges: dict[str, float]) -> None:
+def record_batch(result: BatchResult) -> None:
     """The metrics of one completed batch (called on the bundle thread, so Beam records them)."""
     out = result.outcome
     events = len(result.batch)
     _BATCHES.inc()
     _BATCH_SIZE.observe(events)
-    _RETRIES.inc(max(0, out.attempts - 1))
+    _RETRIES.inc(out.attempts - 1)
     _THROTTLED_MS.inc(int(out.throttled_s * 1000))
     (_EVENTS_SCORED if out.ok else _SCORE_DEAD_LETTERS).inc(events)
     for reason, latency in zip(out.reasons, out.latencies_s):
-        _REQUESTS.inc(outcome=outcome_bucket(reason))
+        _REQUESTS_BY_OUTCOME[outcome_bucket(reason)].inc()
         _REQUEST_LATENCY_MS.observe(latency * 1000)
-    set_gauges(gauges)
 
 
 def _emit(result: BatchResult) -> Iterator[tuple[ScoredEvent | DeadLetter, int]]:
@@ -146,9 +146,7 @@ class ScoreBatchesFn(beam.DoFn):
 
     def _completed_with_timestamps(self, block: bool) -> Iterator[tuple[object, int]]:
         while self._pending and (block or self._pending[0].done()):
-            result = self._pending.popleft().result()
-            assert self._runtime is not None
-            record_batch(result, self._runtime.gauges())
+            record_batch(result := self._pending.popleft().result())
             yield from _emit(result)
 
     def finish_bundle(self) -> Iterable[object]:
@@ -158,6 +156,8 @@ class ScoreBatchesFn(beam.DoFn):
         self._open = {}
         for value, ts_ms in self._completed_with_timestamps(block=True):
             yield WindowedValue(value, Timestamp(micros=ts_ms * 1000), [GlobalWindow()])
+        assert self._runtime is not None
+        set_gauges(self._runtime.gauges())   # the live ones are sampled; Beam's report the last bundle's
 
 
 def shard_key(item: ParsedEvent | DeadLetter, num_shards: int) -> int:
