@@ -3,16 +3,18 @@
 
 Anything that is not a well-formed event raises `InvalidEvent` with a one-line
 reason, and `ParseEvents` turns it into a dead letter, so nothing is dropped
-silently. Valid events and dead letters travel in one PCollection: on the
-FnApiRunner a Flatten (needed to merge tagged outputs before the single Kafka
-writer) breaks stage fusion, and an unfused drain reads the whole backlog into
-memory before scoring any of it.
+silently and no input can fail a bundle (which the runner would retry, with
+the same input, forever). Valid events and dead letters travel in one
+PCollection: on the FnApiRunner a Flatten (needed to merge tagged outputs
+before the single Kafka writer) breaks stage fusion, and an unfused drain
+reads the whole backlog into memory before scoring any of it.
 """
 from __future__ import annotations
 
 import json
-import math
+import logging
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,10 +25,12 @@ import apache_beam as beam
 from transforms.kafka.records import KafkaRecord, SourcePosition
 from transforms.monitoring import metrics
 
+_LOG = logging.getLogger(__name__)
+
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 MAX_AMOUNT = 1_000_000.0
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 _STRING_FIELDS = ("txn_id", "account_id", "card_id", "merchant", "currency", "event_time")
 REQUIRED_FIELDS = _STRING_FIELDS + ("amount",)
 
@@ -83,6 +87,7 @@ class DeadLetter:
 
 
 def parse_event(value: bytes | None) -> PaymentEvent:
+    """The event in `value`, or InvalidEvent with a one-line reason (it raises nothing else)."""
     if value is None or len(value) == 0:
         raise InvalidEvent("empty message")
     if len(value) > MAX_MESSAGE_BYTES:
@@ -91,10 +96,7 @@ def parse_event(value: bytes | None) -> PaymentEvent:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidEvent("message is not UTF-8") from None
-    try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise InvalidEvent(f"invalid JSON: {e.msg if hasattr(e, 'msg') else 'too deeply nested'}") from None
+    doc = _json_document(text)
     if not isinstance(doc, dict):
         raise InvalidEvent(f"expected a JSON object, got {type(doc).__name__}")
     missing = [f for f in REQUIRED_FIELDS if doc.get(f) is None]
@@ -106,25 +108,66 @@ def parse_event(value: bytes | None) -> PaymentEvent:
             raise InvalidEvent(f"field '{name}' must be a string, got {type(field).__name__}")
         if not field.strip() or len(field) > MAX_ID_CHARS:
             raise InvalidEvent(f"field '{name}' must be 1-{MAX_ID_CHARS} characters")
-        if not field.isascii():
-            try:
-                field.encode("utf-8")   # a lone surrogate (JSON "\ud800") cannot be written out again
-            except UnicodeEncodeError:
-                raise InvalidEvent(f"field '{name}' is not valid Unicode (lone surrogate)") from None
+        if not _encodable(field):
+            # json.loads accepts "\ud800"; such a txn_id could never become a Kafka key.
+            raise InvalidEvent(f"field '{name}' is not valid Unicode (lone surrogate)")
     amount = doc["amount"]
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
         raise InvalidEvent(f"field 'amount' must be a number, got {type(amount).__name__}")
-    if not math.isfinite(amount) or not 0 < amount <= MAX_AMOUNT:
-        raise InvalidEvent(f"field 'amount' out of range (0, {MAX_AMOUNT:.0f}]: {amount}")
-    if not _CURRENCY.match(doc["currency"]):
-        raise InvalidEvent(f"field 'currency' must be 3 upper-case letters: {doc['currency']!r}")
+    # Compared as parsed: an integer such as 10**400 has no float (converting it raises
+    # OverflowError), and NaN fails every comparison.
+    if not 0 < amount <= MAX_AMOUNT:
+        raise InvalidEvent(f"field 'amount' out of range (0, {MAX_AMOUNT:.0f}]: {_brief(amount)}")
+    if not _CURRENCY.fullmatch(doc["currency"]):
+        raise InvalidEvent(f"field 'currency' must be 3 upper-case letters: {_brief(doc['currency'])}")
     try:
         datetime.fromisoformat(doc["event_time"].replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidEvent(f"field 'event_time' is not ISO-8601: {doc['event_time']!r}") from None
+        raise InvalidEvent(f"field 'event_time' is not ISO-8601: {_brief(doc['event_time'])}") from None
     return PaymentEvent(txn_id=doc["txn_id"], account_id=doc["account_id"], card_id=doc["card_id"],
                         merchant=doc["merchant"], amount=float(amount), currency=doc["currency"],
                         event_time=doc["event_time"])
+
+
+def _json_document(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_object)
+    except RecursionError:
+        raise InvalidEvent("invalid JSON: too deeply nested") from None
+    except InvalidEvent:
+        raise
+    except json.JSONDecodeError as e:
+        raise InvalidEvent(f"invalid JSON: {e.msg}") from None
+    except ValueError:
+        # The only other ValueError json.loads raises: Python's int-string limit (4,300 digits).
+        raise InvalidEvent("invalid JSON: integer literal too long") from None
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are unique: with `{"amount": 5, "amount": 5000}` parsers
+    disagree on the amount (Python keeps the last, others the first), so no one can tell
+    which one was scored."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        name = next(n for n, count in Counter(n for n, _ in pairs).items() if count > 1)
+        raise InvalidEvent(f"invalid JSON: duplicate name {_brief(name)}")
+    return doc
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _brief(value: object) -> str:
+    """`repr(value)` cut to fit a reason line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _EVENTS_IN = metrics.counter("events_in")
@@ -138,11 +181,17 @@ class _ParseFn(beam.DoFn):
         try:
             event = parse_event(record.value)
         except InvalidEvent as e:
-            _PARSE_DEAD_LETTERS.inc()
-            yield DeadLetter(reason=str(e), stage="parse", payload=record.value, source=record.position)
+            reason = str(e)
+        except Exception as e:  # a parser bug costs one dead letter, not a bundle that fails on every retry
+            reason = f"parser error: {type(e).__name__}: {_brief(str(e))}"
+            _LOG.error("parse_event raised %s on %s/%d@%d; dead-lettered", type(e).__name__,
+                       record.position.topic, record.position.partition, record.position.offset, exc_info=True)
+        else:
+            _EVENTS_VALID.inc()
+            yield ParsedEvent(event, record.value or b"", record.position, record.timestamp_ms)
             return
-        _EVENTS_VALID.inc()
-        yield ParsedEvent(event, record.value or b"", record.position, record.timestamp_ms)
+        _PARSE_DEAD_LETTERS.inc()
+        yield DeadLetter(reason=reason, stage="parse", payload=record.value, source=record.position)
 
 
 class ParseEvents(beam.PTransform):

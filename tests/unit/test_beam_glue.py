@@ -16,6 +16,7 @@ from concurrent.futures import Future
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms import events
 from transforms.control.batching import BatchPolicy
 from transforms.control.throttle import CallOutcome
 from transforms.events import DeadLetter, ParsedEvent, ParseEvents, PaymentEvent, ScoredEvent
@@ -158,12 +159,33 @@ def test_parse_turns_every_record_into_an_event_or_a_dead_letter() -> None:
             "currency": "EUR", "event_time": "2026-01-01T00:00:00Z"}
     values = [json.dumps(good).encode(), b"{not json", None, b"\xff\xfe", json.dumps({**good, "amount": -1}).encode()]
     records = [KafkaRecord(SourcePosition("in", 0, i, i), None, v, 0) for i, v in enumerate(values)]
+    outputs = _parse(records)
+    assert [type(o).__name__ for o in outputs] == ["ParsedEvent"] + ["DeadLetter"] * 4
+    assert all(o.reason and o.stage == "parse" for o in outputs[1:])
+
+
+def test_a_parser_bug_costs_one_dead_letter_not_the_bundle(monkeypatch) -> None:
+    real = events.parse_event
+
+    def buggy(value: bytes | None):
+        if value == b"boom":
+            raise RuntimeError("a bug in the parser")
+        return real(value)
+
+    monkeypatch.setattr(events, "parse_event", buggy)
+    good = json.dumps({"txn_id": "t1", "account_id": "a", "card_id": "c", "merchant": "m", "amount": 5.0,
+                       "currency": "EUR", "event_time": "2026-01-01T00:00:00Z"}).encode()
+    records = [KafkaRecord(SourcePosition("in", 0, i, i), None, v, 0) for i, v in enumerate([good, b"boom", good])]
+    outputs = _parse(records)
+    assert [type(o).__name__ for o in outputs] == ["ParsedEvent", "DeadLetter", "ParsedEvent"]
+    assert outputs[1].reason == "parser error: RuntimeError: 'a bug in the parser'"
+
+
+def _parse(records: list) -> list:
     run = uuid.uuid4().hex
     with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
         p | beam.Create(records, reshuffle=False) | ParseEvents() | beam.ParDo(_Collect(run))
-    outputs = sorted(_OUTPUTS.pop(run), key=lambda o: o.source.offset)
-    assert [type(o).__name__ for o in outputs] == ["ParsedEvent"] + ["DeadLetter"] * 4
-    assert all(o.reason and o.stage == "parse" for o in outputs[1:])
+    return sorted(_OUTPUTS.pop(run), key=lambda o: o.source.offset)
 
 
 def test_commits_advance_over_contiguous_acknowledged_ranges_only() -> None:

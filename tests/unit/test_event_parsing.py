@@ -40,6 +40,15 @@ def test_a_valid_event_parses() -> None:
     (encode(merchant=""), "field 'merchant' must be 1-128 characters"),
     (encode(account_id="x" * 129), "field 'account_id' must be 1-128 characters"),
     (b"x" * (MAX_MESSAGE_BYTES + 1), "message too large"),
+    # Poison numbers: no float for 10**400 (OverflowError), and past Python's int-string limit
+    # json.loads itself raises a plain ValueError.
+    (encode(amount=...)[:-1] + b', "amount": 1' + b"0" * 400 + b"}", "field 'amount' out of range"),
+    (encode(amount=...)[:-1] + b', "amount": 1' + b"0" * 5000 + b"}", "invalid JSON: integer literal too long"),
+    (encode(amount=float("inf")), "field 'amount' out of range"),
+    # A lone surrogate parses as a str but can never be encoded (the Kafka key, the output).
+    (encode(txn_id="\ud800"), "field 'txn_id' is not valid Unicode"),
+    (encode(currency="EUR\n"), "field 'currency' must be 3 upper-case letters"),
+    (encode(amount=...)[:-1] + b', "amount": 5, "amount": 5000}', "invalid JSON: duplicate name 'amount'"),
     (b"[" * 100_000 + b"]" * 100_000, "message too large"),
 ])
 def test_bad_messages_are_rejected_with_a_reason(value, reason) -> None:
