@@ -22,7 +22,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.kafka.records import KafkaRecord, SourcePosition
+from transforms.kafka.records import KafkaRecord, OffsetGap, SourcePosition
 from transforms.monitoring import metrics
 
 _LOG = logging.getLogger(__name__)
@@ -84,6 +84,24 @@ class DeadLetter:
     txn_id: str | None = None
     attempts: int = 0
     last_status: int | None = None
+
+
+@dataclass(frozen=True)
+class SkippedOffsets(DeadLetter):
+    """Offsets without a record (the reader's `OffsetGap`) on their way to the writer.
+
+    Not a letter: nothing is written for it. It subclasses DeadLetter only to take the
+    path dead letters already take - every scoring step passes them through unchanged -
+    and `outputs.to_record` hands the gap back to the writer, which acknowledges it.
+    """
+
+    @classmethod
+    def of(cls, gap: OffsetGap) -> SkippedOffsets:
+        return cls(reason="offsets without a record", stage="read", payload=None, source=gap.source)
+
+    @property
+    def gap(self) -> OffsetGap:
+        return OffsetGap(self.source)
 
 
 def parse_event(value: bytes | None) -> PaymentEvent:
@@ -176,7 +194,10 @@ _PARSE_DEAD_LETTERS = metrics.counter("parse_dead_letters")
 
 
 class _ParseFn(beam.DoFn):
-    def process(self, record: KafkaRecord) -> Iterator[ParsedEvent | DeadLetter]:
+    def process(self, record: KafkaRecord | OffsetGap) -> Iterator[ParsedEvent | DeadLetter]:
+        if isinstance(record, OffsetGap):
+            yield SkippedOffsets.of(record)
+            return
         _EVENTS_IN.inc()
         try:
             event = parse_event(record.value)
@@ -195,7 +216,7 @@ class _ParseFn(beam.DoFn):
 
 
 class ParseEvents(beam.PTransform):
-    """KafkaRecord -> ParsedEvent | DeadLetter."""
+    """KafkaRecord -> ParsedEvent | DeadLetter (an OffsetGap -> SkippedOffsets)."""
 
     def expand(self, records):
         return records | "Parse" >> beam.ParDo(_ParseFn())

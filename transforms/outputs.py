@@ -1,7 +1,8 @@
 """How results and dead letters are written: Kafka records keyed by txn_id, JSON values.
 
 msgspec encodes them (a tenth of `json.dumps`' cost per record, which was a
-tenth of the whole drain's CPU).
+tenth of the whole drain's CPU). Skipped offsets write nothing: they go back to
+the writer as the reader's `OffsetGap`.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from transforms.events import DeadLetter, ScoredEvent
-from transforms.kafka.records import OutboundRecord
+from transforms.events import DeadLetter, ScoredEvent, SkippedOffsets
+from transforms.kafka.records import OffsetGap, OutboundRecord
 
 # Dead letters keep at most this much of the original payload, so a hostile
 # 1 MB message cannot make its own dead letter too large for the broker.
@@ -47,7 +48,9 @@ def dead_letter_record(letter: DeadLetter, topic: str) -> OutboundRecord:
     return OutboundRecord(topic, key, _encode(doc), letter.source)
 
 
-def to_record(outcome: ScoredEvent | DeadLetter, output_topic: str, dlq_topic: str) -> OutboundRecord:
+def to_record(outcome: ScoredEvent | DeadLetter, output_topic: str, dlq_topic: str) -> OutboundRecord | OffsetGap:
+    if isinstance(outcome, SkippedOffsets):
+        return outcome.gap
     if isinstance(outcome, DeadLetter):
         return dead_letter_record(outcome, dlq_topic)
     return result_record(outcome, output_topic)

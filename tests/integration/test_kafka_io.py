@@ -2,10 +2,13 @@
 
 Pass-through drains (Kafka -> Kafka) check exactly-once output per drain,
 commits only after delivery, `max_records`, offset gaps and backpressure; the
-unbounded read is driven directly (FnApiRunner cannot finish an unbounded SDF).
+partition read is also driven directly, like a runner would (process, check
+done, resume the residual), to split it at every offset of a transactional
+partition (FnApiRunner cannot finish an unbounded SDF).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -13,7 +16,7 @@ from collections import Counter
 
 import apache_beam as beam
 import pytest
-from apache_beam.io.restriction_trackers import OffsetRestrictionTracker
+from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -25,6 +28,7 @@ import transforms.kafka.read as kafka_read
 from testbed.kafka_admin import committed_offsets, consume_all, create_topic, delete_topic, end_offsets, topic_exists
 from transforms.kafka.commit import CommitOffsets
 from transforms.kafka.connection import KafkaConnection
+from transforms.kafka.offset_ranges import OffsetRangeSet
 from transforms.kafka.read import (
     UNBOUNDED_STOP,
     ReadFromKafka,
@@ -32,7 +36,7 @@ from transforms.kafka.read import (
     _PartitionRestrictions,
     _ReadUnboundedPartitionFn,
 )
-from transforms.kafka.records import KafkaRecord, OutboundRecord, PartitionSpec
+from transforms.kafka.records import KafkaRecord, OffsetGap, OutboundRecord, PartitionSpec
 from transforms.kafka.write import WriteToKafka
 
 pytestmark = pytest.mark.integration
@@ -60,14 +64,17 @@ def produce(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS,
     return values
 
 
-def pass_through(record: KafkaRecord, topic: str) -> OutboundRecord:
+def pass_through(record: KafkaRecord | OffsetGap, topic: str) -> OutboundRecord | OffsetGap:
+    if isinstance(record, OffsetGap):
+        return record
     return OutboundRecord(topic, record.key, record.value or b"", record.position)
 
 
 def drain(conn: KafkaConnection, source: str, sink: str, max_records: int | None = None,
-          settings: ReadSettings = ReadSettings(), to_outbound=pass_through) -> dict[str, int]:
+          settings: ReadSettings = ReadSettings(), to_outbound=pass_through,
+          options: tuple[str, ...] | list[str] = (FN_API_RUNNER,)) -> dict[str, int]:
     """Kafka -> Kafka pass-through drain; returns the counters by `namespace/name`."""
-    pipeline = beam.Pipeline(options=PipelineOptions([FN_API_RUNNER]))
+    pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
     _ = (pipeline
          | ReadFromKafka(conn, source, bounded=True, max_records=max_records, settings=settings)
          | beam.Map(to_outbound, sink)
@@ -161,27 +168,119 @@ def test_missing_topic_is_a_clear_error(bootstrap_servers: str, conn: KafkaConne
     assert not topic_exists(bootstrap_servers, missing)
 
 
-def test_transaction_markers_inside_the_read_are_covered_by_the_commit(
+def produce_transactions(bootstrap: str, topic: str, layout: list[tuple[int, bool]],
+                         partitions: int = 1) -> list[bytes]:
+    """One transaction per (records, commit?) in `layout`, round-robin over the partitions; each
+    leaves a commit or abort marker behind it. Returns the committed values in offset order."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"tx-{uuid.uuid4().hex[:8]}",
+                         "linger.ms": 1})
+    producer.init_transactions(30)
+    committed = []
+    for txn, (records, commit) in enumerate(layout):
+        values = [b"%s%d-%d" % (b"c" if commit else b"aborted-", txn, i) for i in range(records)]
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(topic, value=value, partition=txn % partitions)
+        producer.flush(30)   # aborted records must reach the log to be aborted there
+        if commit:
+            producer.commit_transaction(30)
+            committed += values
+        else:
+            producer.abort_transaction(30)
+    return committed
+
+
+#: Committed and aborted transactions: markers inside, aborted runs, a commit marker last.
+LAYOUT = [(3, True), (2, False), (1, True), (4, True), (2, False), (1, False), (2, True)]
+
+
+def test_offsets_without_records_are_covered_up_to_the_end_offset(
         bootstrap_servers: str, kafka_topic, conn: KafkaConnection) -> None:
     source, sink = kafka_topic(1, "tx-in"), kafka_topic(1, "tx-out")
-    producer = Producer({"bootstrap.servers": bootstrap_servers,
-                         "transactional.id": f"tx-{uuid.uuid4().hex[:8]}"})
-    producer.init_transactions(30)
-    for txn in range(5):
-        producer.begin_transaction()
-        for i in range(20):
-            producer.produce(source, value=b"%d" % (txn * 20 + i))
-        producer.commit_transaction(30)
-    assert end_offsets(bootstrap_servers, source) == {0: 105}  # 100 records + 5 markers
+    committed = produce_transactions(bootstrap_servers, source, LAYOUT * 3)
+    assert end_offsets(bootstrap_servers, source) == {0: 3 * 22}   # 45 records (15 aborted), 21 markers
 
-    counters = drain(conn, source, sink)
+    counters = drain(conn, source, sink, settings=ReadSettings(max_records_per_call=4))
 
-    assert counters["kafka_read/skipped_offsets"] == 4
-    assert values_of(bootstrap_servers, sink) == Counter(b"%d" % i for i in range(100))
-    # The four inner markers are covered (covers_from); the trailing one has no record
-    # after it, so the committed offset stops right after the last record.
-    assert committed_offsets(bootstrap_servers, conn.group_id, source) == {0: 104}
+    assert counters["kafka_read/skipped_offsets"] == 3 * 22 - len(committed)   # 15 aborted + 21 markers
+    assert values_of(bootstrap_servers, sink) == Counter(committed)             # aborted: never read
+    # The trailing commit marker too, so the next drain has nothing left to re-read.
+    assert committed_offsets(bootstrap_servers, conn.group_id, source) == {0: 3 * 22}
     assert drain(conn, source, sink)["kafka_read/records"] == 0
+
+
+def test_runner_splits_of_a_transactional_drain_leave_no_offset_uncommitted(
+        bootstrap_servers: str, kafka_topic, conn: KafkaConnection, caplog: pytest.LogCaptureFixture) -> None:
+    """Forced splits (`--direct_test_splits`) of the first read bundle while it runs. They need
+    `--direct_running_mode=multi_threading`: the default in-memory FnApiRunner runs the bundle
+    before the split manager sends its input, so the stage silently processes nothing."""
+    source, sink = kafka_topic(2, "tx-forced"), kafka_topic(1, "tx-forced-out")
+    committed = produce_transactions(bootstrap_servers, source,
+                                     [(1 + i % 7, i % 4 != 1) for i in range(400)], partitions=2)
+    splits = {"ReadFromKafka/ReadPartitions": {"timings": [0.3, 0.6, 0.9, 1.2], "fractions": [0.5, 0.5, 0.3, 0.5]}}
+    options = [FN_API_RUNNER, f"--direct_test_splits={json.dumps(splits)}", "--direct_running_mode=multi_threading"]
+    caplog.set_level(logging.INFO)
+
+    def slowly(record: KafkaRecord | OffsetGap, topic: str) -> OutboundRecord | OffsetGap:
+        time.sleep(0.001)   # a bundle long enough to be split while it reads
+        return pass_through(record, topic)
+
+    counters = drain(conn, source, sink, to_outbound=slowly, options=options)
+
+    split = [r for r in caplog.records if r.getMessage().startswith("Got split response") and "residual_roots" in
+             r.getMessage()]
+    assert split, "no split happened: the test did not test splitting"
+    assert counters["kafka_read/records"] == len(committed)
+    assert values_of(bootstrap_servers, sink) == Counter(committed)
+    assert committed_offsets(bootstrap_servers, conn.group_id, source) == end_offsets(bootstrap_servers, source)
+
+
+def read_to_the_end(fn: kafka_read._ReadPartitionFn, spec: PartitionSpec, restriction: OffsetRange,
+                    max_calls: int = 1_000) -> list[KafkaRecord | OffsetGap]:
+    """Process a restriction like the SDK harness - process, check_done, resume the residual - until
+    it is done or (an unbounded read never is) two calls in a row find nothing (the first poll
+    after a re-assign may come back empty)."""
+    provider, out, idle = _PartitionRestrictions(), [], 0
+    for _ in range(max_calls):
+        tracker = ThreadsafeRestrictionTracker(provider.create_tracker(restriction))
+        new = [v.value for v in fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
+                                           tracker=RestrictionTrackerView(tracker))]
+        tracker.check_done()
+        out += new
+        idle = 0 if new else idle + 1
+        deferred = tracker.deferred_status()
+        if deferred is None or (restriction.stop == UNBOUNDED_STOP and idle == 2):
+            break
+        restriction = deferred[0]
+    return out
+
+
+def covered(outputs: list[KafkaRecord | OffsetGap]) -> tuple[tuple[int, int], ...]:
+    acked = OffsetRangeSet()
+    for out in outputs:
+        acked.add(*(out.source if isinstance(out, OffsetGap) else out.position).covered)
+    return acked.ranges
+
+
+def test_a_split_at_any_offset_leaves_no_offset_unacknowledged(
+        bootstrap_servers: str, kafka_topic, conn: KafkaConnection) -> None:
+    """What a runner's split does to a bounded read - primary [0, x), residual [x, end) - for
+    every x: markers just below the split point, at the end of either part, aborted runs."""
+    source = kafka_topic(1, "tx-split")
+    committed = produce_transactions(bootstrap_servers, source, LAYOUT)
+    end = end_offsets(bootstrap_servers, source)[0]
+    fast = KafkaConnection(bootstrap_servers, group_id=conn.group_id, properties={"fetch.wait.max.ms": "20"})
+    fn = kafka_read._ReadPartitionFn(fast, ReadSettings(max_records_per_call=3, poll_timeout_s=0.2))
+    spec = PartitionSpec(source, 0, 0, end)
+    fn.setup()
+    try:
+        for x in range(1, end):
+            outputs = (read_to_the_end(fn, spec, OffsetRange(0, x))
+                       + read_to_the_end(fn, spec, OffsetRange(x, end)))
+            assert covered(outputs) == ((0, end),), x
+            assert [o.value for o in outputs if isinstance(o, KafkaRecord)] == committed, x
+    finally:
+        fn.teardown()
 
 
 def test_full_producer_queue_is_backpressure_not_loss(
@@ -260,7 +359,7 @@ def test_unbounded_read_checkpoints_idles_with_a_delay_and_advances_the_watermar
     fn.setup()
     try:
         def resume(restriction):
-            tracker = ThreadsafeRestrictionTracker(OffsetRestrictionTracker(restriction))
+            tracker = ThreadsafeRestrictionTracker(provider.create_tracker(restriction))
             estimator = ManualWatermarkEstimator(None)
             out = list(fn.process(spec, watermark_estimator=estimator,
                                   tracker=RestrictionTrackerView(tracker)))
@@ -286,4 +385,5 @@ def test_unbounded_read_checkpoints_idles_with_a_delay_and_advances_the_watermar
         assert provider.truncate(spec, residual) is None  # a drain stops the read
     finally:
         fn.teardown()
+
 

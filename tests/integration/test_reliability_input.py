@@ -1,16 +1,18 @@
 """Hostile input through the real pipeline: every bad record becomes a dead letter with a reason,
-the job keeps going and commits to the end. (Parser properties: tests/unit/test_event_parsing.py.)"""
+the job keeps going and commits to the end; a transactional topic drains to its end offsets.
+(Parser properties: tests/unit/test_event_parsing.py, the fuzz campaign: tests/unit/test_parse_fuzz.py.)"""
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 
 import pytest
 from confluent_kafka import Producer
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import consume_all
-from tests.integration.reliability_support import FNAPI, fully_committed, make_topics, txn_ids
+from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
+from tests.integration.reliability_support import FNAPI, fully_committed, job_args, make_topics, txn_ids
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +26,11 @@ def event(txn_id: str, **overrides) -> dict:
 
 def encode(doc: dict) -> bytes:
     return json.dumps(doc).encode()
+
+
+def raw_amount(txn_id: str, literal: bytes) -> bytes:
+    """An event whose amount is written as `literal` (what json.dumps would never write)."""
+    return encode(event(txn_id, amount=0)).replace(b'"amount": 0', b'"amount": ' + literal)
 
 
 # (key, value, expected reason fragment)
@@ -43,6 +50,12 @@ HOSTILE = [
            b'"currency":"EUR","event_time":"2024-05-01T10:00:00Z"}', "out of range"),
     (b"k", encode(event("h-currency", currency="euro")), "'currency'"),
     (b"k", encode(event("h-time", event_time="yesterday")), "'event_time'"),
+    # Poison numbers and text: each once failed the bundle on every retry.
+    (b"k", raw_amount("h-int400", b"1" + b"0" * 400), "'amount' out of range"),
+    (b"k", raw_amount("h-int5000", b"1" + b"0" * 5000), "integer literal too long"),
+    (b"k", raw_amount("h-dup", b'5, "amount": 5000'), "duplicate name 'amount'"),
+    (b"k", encode(event("\ud800")), "not valid Unicode"),
+    (b"\xff\x00", b"[" * 20_000 + b"]" * 20_000, "too deeply nested"),
 ]
 
 
@@ -52,7 +65,9 @@ def test_hostile_records_become_dead_letters_and_the_job_commits_to_the_end(boot
     producer = Producer({"bootstrap.servers": bootstrap_servers, "message.max.bytes": 2 * 1024 * 1024})
     valid = [f"v-{i}" for i in range(300)]
     for i, txn in enumerate(valid):
-        producer.produce(topics.inp, encode(event(txn)), key=None if i % 3 == 0 else txn.encode())  # null keys
+        # Null and binary keys, odd headers: the job reads values only.
+        producer.produce(topics.inp, encode(event(txn)), key=None if i % 3 == 0 else b"\xff" + txn.encode(),
+                         headers=[("h", b"\xfe\x00"), ("", None), ("\u00e9", b"x" * 10_000)] if i % 5 == 0 else None)
         if i % 25 == 0:
             key, value, _ = HOSTILE[(i // 25) % len(HOSTILE)]
             producer.produce(topics.inp, value, key=key)
@@ -96,3 +111,35 @@ def _service(scoring_service):
 
 def _service_url() -> str:
     return _URL[0]
+
+
+def test_a_transactional_topic_drains_to_its_end_offsets_and_aborted_records_are_never_scored(
+        bootstrap_servers, scoring_service) -> None:
+    """Committed and aborted transactions leave markers and aborted runs between the records and a
+    commit marker at the end of each partition; drain chunks of 37 offsets end anywhere, also just
+    below a marker or on one. (Runner splits at every offset: tests/integration/test_kafka_io.py.)"""
+    topics = make_topics(bootstrap_servers, "txn", partitions=3)
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "transactional.id": f"txn-{uuid.uuid4().hex[:8]}"})
+    producer.init_transactions(30)
+    committed, aborted = set(), set()
+    for n in range(120):
+        ids = [f"{'c' if n % 4 != 1 else 'a'}-{n}-{i}" for i in range(1 + n % 4)]
+        producer.begin_transaction()
+        for txn in ids:
+            producer.produce(topics.inp, encode(event(txn)), key=txn.encode(), partition=n % 3)
+        producer.flush(30)
+        if n % 4 != 1:
+            producer.commit_transaction(30)
+            committed.update(ids)
+        else:
+            producer.abort_transaction(30)
+            aborted.update(ids)
+
+    summary = run(job_args(bootstrap_servers, topics, scoring_service.url, "g-txn", "--drain_chunk=37",
+                           "--kafka_property=isolation.level=read_committed"))
+
+    assert Counter(txn_ids(bootstrap_servers, topics.out)) == Counter({txn: 1 for txn in committed})
+    assert not [r for r in consume_all(bootstrap_servers, topics.dlq, timeout=10)]
+    assert not aborted & set(scoring_service.txn_attempts())          # never even sent to the service
+    assert summary.counter("events_in") == len(committed)
+    assert committed_offsets(bootstrap_servers, "g-txn", topics.inp) == end_offsets(bootstrap_servers, topics.inp)

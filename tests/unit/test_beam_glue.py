@@ -19,10 +19,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms import events
 from transforms.control.batching import BatchPolicy
 from transforms.control.throttle import CallOutcome
-from transforms.events import DeadLetter, ParsedEvent, ParseEvents, PaymentEvent, ScoredEvent
+from transforms.events import DeadLetter, ParsedEvent, ParseEvents, PaymentEvent, ScoredEvent, SkippedOffsets
 from transforms.kafka.commit import CommitOffsets, GroupOffsets
 from transforms.kafka.connection import KafkaConnection
-from transforms.kafka.records import CommittedOffset, KafkaRecord, OffsetAck, SourcePosition
+from transforms.kafka.records import CommittedOffset, KafkaRecord, OffsetAck, OffsetGap, SourcePosition
+from transforms.outputs import to_record
 from transforms.scoring.codec import Verdict
 from transforms.scoring.runtime import BatchResult, ScoringConfig
 from transforms.scoring.score_in_batches import ScoreInBatches, shard_of
@@ -112,7 +113,7 @@ def _run_scoring(items: list[object], policy: BatchPolicy, shards: int = 4) -> t
         (p | beam.Create(items, reshuffle=False)
            | ScoreInBatches(config, policy, shards, runtime_factory=FakeRuntimeFactory(run))
            | beam.ParDo(_Collect(run)))
-    return _OUTPUTS.pop(run), _SUBMITTED.pop(run)
+    return _OUTPUTS.pop(run), _SUBMITTED.pop(run, [])
 
 
 def test_every_input_yields_exactly_one_output_and_tails_are_flushed() -> None:
@@ -179,6 +180,15 @@ def test_a_parser_bug_costs_one_dead_letter_not_the_bundle(monkeypatch) -> None:
     outputs = _parse(records)
     assert [type(o).__name__ for o in outputs] == ["ParsedEvent", "DeadLetter", "ParsedEvent"]
     assert outputs[1].reason == "parser error: RuntimeError: 'a bug in the parser'"
+
+
+def test_an_offset_gap_passes_parse_and_scoring_and_becomes_the_gap_again() -> None:
+    gap = OffsetGap(SourcePosition("in", 0, 9, 5))
+    [skipped] = _parse([gap])
+    assert isinstance(skipped, SkippedOffsets) and skipped.source == gap.source
+    outputs, batches = _run_scoring([skipped], BatchPolicy(max_events=20, max_bytes=10_000))
+    assert outputs == [skipped] and batches == []        # passed through like a dead letter
+    assert to_record(skipped, "out", "dlq") == gap       # nothing to write: the writer acks the gap
 
 
 def _parse(records: list) -> list:

@@ -7,7 +7,12 @@ lets `CommitOffsets` commit during a long drain) and on an empty poll (so an
 idle partition yields instead of blocking the bundle).
 
 Each record carries `covers_from` = the reader's position before it, so the
-acknowledged ranges also cover offset gaps (compaction, transaction markers).
+acknowledged ranges also cover offset gaps (compaction, transaction markers,
+aborted records). A gap that ends a read - behind the last record of a
+partition or of a bounded range, or just below a split point - has no record
+after it to carry it, so the reader emits an `OffsetGap` for it: otherwise the
+committed offset would stop below it for good (a transactional partition
+usually ends with a commit marker).
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from confluent_kafka import (
 )
 
 from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
-from transforms.kafka.records import KafkaRecord, PartitionSpec, SourcePosition
+from transforms.kafka.records import KafkaRecord, OffsetGap, PartitionSpec, SourcePosition
 from transforms.monitoring import metrics
 
 _LOG = logging.getLogger(__name__)
@@ -205,6 +210,7 @@ class _Call:
     skipped: int = 0  # offsets without a record (markers, compaction, retention)
     done: bool = False
     records: list[TimestampedValue] = field(default_factory=list)
+    gaps: list[TimestampedValue] = field(default_factory=list)  # OffsetGaps, emitted after `records`
 
 
 class _ReadPartitionFn(beam.DoFn):
@@ -255,12 +261,14 @@ class _ReadPartitionFn(beam.DoFn):
             if call.records:
                 newest = max(r.timestamp for r in call.records)
                 self._advance_watermark(call, newest - self._slack)
-                _RECORDS_READ.inc(len(call.records))
-                _BYTES_READ.inc(call.bytes)
-                _SKIPPED_OFFSETS.inc(call.skipped)
-                call.bytes = call.skipped = 0
+            _RECORDS_READ.inc(len(call.records))
+            _BYTES_READ.inc(call.bytes)
+            _SKIPPED_OFFSETS.inc(call.skipped)
+            call.bytes = call.skipped = 0
             yield from call.records
+            yield from call.gaps
             call.records.clear()
+            call.gaps.clear()
             if not consumed_all:
                 return  # consumer is ahead of the restriction: re-position next time
         cached.position = call.position
@@ -309,7 +317,9 @@ class _ReadPartitionFn(beam.DoFn):
                 continue
             offset = msg.offset()
             if not call.tracker.try_claim(offset):
-                call.done = True  # past the (possibly split) restriction stop
+                # Past the (possibly just split) restriction stop: no record lies below it.
+                self._skip_to(call, offset)
+                call.done = True
                 return False
             call.records.append(self._to_record(call, msg))
             call.skipped += offset - call.position
@@ -321,13 +331,41 @@ class _ReadPartitionFn(beam.DoFn):
         return True
 
     def _at_end_of_partition(self, call: _Call, eof_offset: int) -> None:
+        """Caught up: no record lies between the position and `eof_offset` (the end for this
+        consumer: the last stable offset under read_committed)."""
         stop = call.tracker.current_restriction().stop
         if eof_offset >= stop:
-            # Offset gaps at the end (e.g. transaction markers): nothing left to read.
+            # Nothing left to read; the claim that fails marks the restriction done.
+            self._skip_to(call, stop)
             call.tracker.try_claim(stop)
             call.done = True
-        elif stop == UNBOUNDED_STOP:
+            return
+        if eof_offset > call.position:
+            # E.g. the commit marker behind the newest record: claimed, so a checkpoint
+            # resumes at the end (the consumer's position), and acknowledged now rather
+            # than with the next record, which may be long in coming.
+            claimed = call.tracker.try_claim(eof_offset - 1)
+            self._skip_to(call, eof_offset)
+            if not claimed:  # a split has just moved the stop below the end
+                call.done = True
+                return
+        if stop == UNBOUNDED_STOP:
             self._idle(call)
+
+    def _skip_to(self, call: _Call, end: int) -> None:
+        """No record lies in `[position, end)`: emit that gap, capped at the restriction's
+        stop (past it, the residual's first record covers from its start)."""
+        end = min(end, call.tracker.current_restriction().stop)
+        if end <= call.position:
+            return
+        gap = OffsetGap(SourcePosition(call.spec.topic, call.spec.partition, end - 1, call.position))
+        # Stamped at the watermark: a gap must not move it.
+        stamp = call.estimator.current_watermark()
+        if stamp is None:
+            stamp = Timestamp.now() - self._slack
+        call.gaps.append(TimestampedValue(gap, stamp))
+        call.skipped += end - call.position
+        call.position = end
 
     def _idle(self, call: _Call) -> None:
         """Caught up or nothing polled: advance the watermark and yield the worker."""
@@ -391,7 +429,9 @@ class ReadFromKafka(beam.PTransform):
     at planning time (capped in total by `max_records`), then the pipeline
     finishes. bounded=False reads forever (streaming; Flink). Nothing touches
     Kafka at construction time, so building the pipeline needs no broker.
-    Output: `KafkaRecord`s timestamped with the Kafka message timestamp.
+    Output: `KafkaRecord`s timestamped with the Kafka message timestamp, and an
+    `OffsetGap` where a read ends behind offsets without a record (pass it on to
+    `WriteToKafka`, which acknowledges it).
     """
 
     def __init__(self, connection: KafkaConnection, topic: str, *, bounded: bool = False,
@@ -415,4 +455,4 @@ class ReadFromKafka(beam.PTransform):
             | "Impulse" >> beam.Impulse()
             | "PlanPartitions" >> beam.ParDo(
                 _PlanPartitions(self._conn, self._topic, self._bounded, self._max_records))
-            | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord))
+            | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord | OffsetGap))

@@ -4,7 +4,10 @@ Every record read from Kafka carries its `SourcePosition` to the sink, so the
 sink can acknowledge exactly which offsets are safe to commit. `covers_from`
 is the reader's position before this record: the half-open range
 `[covers_from, offset + 1)` therefore also covers offset gaps (compaction,
-transaction markers) and the committed prefix can advance over them.
+transaction markers, aborted records) and the committed prefix can advance
+over them. A gap with no record after it in the same read - at the end of a
+partition or of a bounded range, just below a split point - travels as an
+`OffsetGap` instead.
 """
 from __future__ import annotations
 
@@ -31,6 +34,18 @@ class KafkaRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class OffsetGap:
+    """Offsets `source.covered` that hold nothing to process and that no record covers.
+
+    The reader emits one where a read ends behind offsets without a record (a
+    transaction's commit marker is usually the last offset of a partition);
+    `WriteToKafka` acknowledges it without writing anything. `source.offset` is
+    the gap's last offset.
+    """
+    source: SourcePosition
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ names its topic). Output: `OffsetAck`s for the *source* partitions, built only
 from records the broker acknowledged (acks=all, idempotent producer), so
 `CommitOffsets` can never commit past an output that was not written.
 Assumes one `OutboundRecord` per input record (its `source.covered` range is
-acknowledged as soon as that one record is delivered).
+acknowledged as soon as that one record is delivered). An `OffsetGap` (offsets
+without a record, from the reader) has nothing to deliver and is acknowledged
+as it comes: the committer still only moves over a contiguous acknowledged run,
+so acknowledging a gap early never lets it pass a record that is not written.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from transforms.kafka.connection import KafkaConnection, producer_config
 from transforms.kafka.offset_ranges import OffsetRangeSet
-from transforms.kafka.records import OffsetAck, OutboundRecord, SourcePosition
+from transforms.kafka.records import OffsetAck, OffsetGap, OutboundRecord, SourcePosition
 from transforms.monitoring import metrics
 
 _LOG = logging.getLogger(__name__)
@@ -67,10 +70,13 @@ class _WriteFn(beam.DoFn):
         self._delivered_records = self._delivered_bytes = self._delivery_errors = 0
         self._since_poll = 0
 
-    def process(self, record: OutboundRecord,
+    def process(self, record: OutboundRecord | OffsetGap,
                 timestamp: Timestamp = beam.DoFn.TimestampParam) -> Iterable[OffsetAck]:
         assert self._producer is not None
         self._last_timestamp = timestamp
+        if isinstance(record, OffsetGap):
+            self._acknowledge(record.source)   # nothing to deliver: acknowledged with the bundle's records
+            return ()
         on_delivery = functools.partial(self._on_delivery, self._generation, record.source)
         while True:
             try:
@@ -120,6 +126,9 @@ class _WriteFn(beam.DoFn):
             return
         self._delivered_records += 1
         self._delivered_bytes += len(msg.value() or b"") + len(msg.key() or b"")
+        self._acknowledge(source)
+
+    def _acknowledge(self, source: SourcePosition) -> None:
         key = (source.topic, source.partition)
         self._delivered.setdefault(key, OffsetRangeSet()).add(*source.covered)
 
@@ -147,7 +156,8 @@ class _WriteFn(beam.DoFn):
 
 
 class WriteToKafka(beam.PTransform):
-    """Write `OutboundRecord`s; output `OffsetAck`s of their delivered sources.
+    """Write `OutboundRecord`s (and acknowledge `OffsetGap`s); output `OffsetAck`s of their
+    delivered sources.
 
     Acks emitted by `finish_bundle` are in the global window; `CommitOffsets`
     re-windows all acks into the global window anyway.
