@@ -4,7 +4,8 @@ Pass-through drains (Kafka -> Kafka) check exactly-once output per drain,
 commits only after delivery, `max_records`, offset gaps and backpressure; the
 partition read is also driven directly, like a runner would (process, check
 done, resume the residual), to split it at every offset of a transactional
-partition (FnApiRunner cannot finish an unbounded SDF).
+partition and to split the unbounded read at any fraction (FnApiRunner cannot
+finish an unbounded SDF).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from collections import Counter
 
 import apache_beam as beam
 import pytest
-from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -37,6 +37,7 @@ from transforms.kafka.read import (
     _ReadUnboundedPartitionFn,
 )
 from transforms.kafka.records import KafkaRecord, OffsetGap, OutboundRecord, PartitionSpec
+from transforms.kafka.tracker import PartitionRange
 from transforms.kafka.write import WriteToKafka
 
 pytestmark = pytest.mark.integration
@@ -235,7 +236,7 @@ def test_runner_splits_of_a_transactional_drain_leave_no_offset_uncommitted(
     assert committed_offsets(bootstrap_servers, conn.group_id, source) == end_offsets(bootstrap_servers, source)
 
 
-def read_to_the_end(fn: kafka_read._ReadPartitionFn, spec: PartitionSpec, restriction: OffsetRange,
+def read_to_the_end(fn: kafka_read._ReadPartitionFn, spec: PartitionSpec, restriction: PartitionRange,
                     max_calls: int = 1_000) -> list[KafkaRecord | OffsetGap]:
     """Process a restriction like the SDK harness - process, check_done, resume the residual - until
     it is done or (an unbounded read never is) two calls in a row find nothing (the first poll
@@ -275,8 +276,8 @@ def test_a_split_at_any_offset_leaves_no_offset_unacknowledged(
     fn.setup()
     try:
         for x in range(1, end):
-            outputs = (read_to_the_end(fn, spec, OffsetRange(0, x))
-                       + read_to_the_end(fn, spec, OffsetRange(x, end)))
+            outputs = (read_to_the_end(fn, spec, PartitionRange(source, 0, 0, x))
+                       + read_to_the_end(fn, spec, PartitionRange(source, 0, x, end)))
             assert covered(outputs) == ((0, end),), x
             assert [o.value for o in outputs if isinstance(o, KafkaRecord)] == committed, x
     finally:
@@ -387,3 +388,46 @@ def test_unbounded_read_checkpoints_idles_with_a_delay_and_advances_the_watermar
         fn.teardown()
 
 
+class SplitWhenClaiming(RestrictionTrackerView):
+    """A runner splitting a running read: `try_split(fraction)` as soon as `offset` is claimed."""
+
+    def __init__(self, tracker: ThreadsafeRestrictionTracker, offset: int, fraction: float) -> None:
+        super().__init__(tracker)
+        self.offset, self.fraction, self.split = offset, fraction, None
+
+    def try_claim(self, position: int) -> bool:
+        claimed = super().try_claim(position)
+        if position == self.offset:
+            self.split = self._threadsafe_restriction_tracker.try_split(self.fraction)
+        return claimed
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.5, 0.99, 1.0])
+def test_the_unbounded_read_splits_at_any_fraction_within_the_backlog(
+        bootstrap_servers: str, kafka_topic, conn: KafkaConnection, fraction: float) -> None:
+    """Beam's OffsetRestrictionTracker would split [150, 2**63-1) at 0.5 near 2**62: the residual's
+    consumer resets to offset 0, try_claim(0) raises, the bundle fails on every retry."""
+    topic = kafka_topic(1, "grow")
+    produce(bootstrap_servers, topic, 400, partitions=1)
+    fn = _ReadUnboundedPartitionFn(conn, ReadSettings(max_records_per_call=100))
+    spec = PartitionSpec(topic, 0, 0, UNBOUNDED_STOP)
+    provider = _PartitionRestrictions()
+    fn.setup()
+    try:
+        first = read_to_the_end(fn, spec, provider.initial_restriction(spec), max_calls=1)  # caches the end, 400
+        tracker = ThreadsafeRestrictionTracker(provider.create_tracker(PartitionRange(topic, 0, 100, UNBOUNDED_STOP)))
+        runner = SplitWhenClaiming(tracker, 149, fraction)
+        second = [v.value for v in fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
+                                              tracker=runner)]
+        tracker.check_done()
+        primary, residual = runner.split
+        split_at = 150 if fraction == 0 else 149 + max(1, int((400 - 149) * fraction))
+        assert (primary.start, primary.stop) == (100, split_at)
+        assert (residual.start, residual.stop) == (split_at, UNBOUNDED_STOP)
+        deferred = tracker.deferred_status()
+        rest = (read_to_the_end(fn, spec, deferred[0]) if deferred else []) + read_to_the_end(fn, spec, residual)
+        outputs = first + second + rest
+        assert [o.position.offset for o in outputs] == list(range(400))   # each once, none lost
+        assert covered(outputs) == ((0, 400),)
+    finally:
+        fn.teardown()

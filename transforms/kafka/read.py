@@ -12,7 +12,8 @@ aborted records). A gap that ends a read - behind the last record of a
 partition or of a bounded range, or just below a split point - has no record
 after it to carry it, so the reader emits an `OffsetGap` for it: otherwise the
 committed offset would stop below it for good (a transactional partition
-usually ends with a commit marker).
+usually ends with a commit marker). Unbounded reads split with a growable
+tracker (`tracker.py`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import apache_beam as beam
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
@@ -39,12 +39,10 @@ from confluent_kafka import (
 
 from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
 from transforms.kafka.records import KafkaRecord, OffsetGap, PartitionSpec, SourcePosition
+from transforms.kafka.tracker import UNBOUNDED_STOP, GrowableOffsetRestrictionTracker, PartitionRange
 from transforms.monitoring import metrics
 
 _LOG = logging.getLogger(__name__)
-
-#: Restriction stop of an unbounded partition read.
-UNBOUNDED_STOP = 2**63 - 1
 
 _METADATA_TIMEOUT_S = 30.0
 
@@ -70,7 +68,8 @@ class KafkaReadError(RuntimeError):
 
 
 # Backlog estimate per (topic, partition) from the consumers' cached high
-# watermarks; `restriction_size` of an unbounded read uses it (no broker call).
+# watermarks; `restriction_size` and the tracker of an unbounded read use it
+# (no broker call).
 _HIGH_WATERMARKS: dict[tuple[str, int], int] = {}
 
 
@@ -170,22 +169,23 @@ class _PlanPartitions(beam.DoFn):
 class _PartitionRestrictions(RestrictionProvider):
     """Offsets of one partition; never pre-split (a partition is read in order)."""
 
-    def initial_restriction(self, spec: PartitionSpec) -> OffsetRange:
-        return OffsetRange(spec.start, spec.stop)
+    def initial_restriction(self, spec: PartitionSpec) -> PartitionRange:
+        return PartitionRange(spec.topic, spec.partition, spec.start, spec.stop)
 
-    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return OffsetRestrictionTracker(restriction)
+    def create_tracker(self, restriction: PartitionRange) -> GrowableOffsetRestrictionTracker:
+        key = (restriction.topic, restriction.partition)
+        return GrowableOffsetRestrictionTracker(restriction, lambda: _HIGH_WATERMARKS.get(key))
 
-    def split(self, spec: PartitionSpec, restriction: OffsetRange) -> Iterator[OffsetRange]:
+    def split(self, spec: PartitionSpec, restriction: PartitionRange) -> Iterator[PartitionRange]:
         yield restriction
 
-    def restriction_size(self, spec: PartitionSpec, restriction: OffsetRange) -> int:
+    def restriction_size(self, spec: PartitionSpec, restriction: PartitionRange) -> int:
         if restriction.stop != UNBOUNDED_STOP:
             return restriction.size()
         high = _HIGH_WATERMARKS.get((spec.topic, spec.partition), restriction.start)
         return max(0, high - restriction.start)
 
-    def truncate(self, spec: PartitionSpec, restriction: OffsetRange) -> OffsetRange | None:
+    def truncate(self, spec: PartitionSpec, restriction: PartitionRange) -> PartitionRange | None:
         # On a drain, an unbounded partition read stops at its next checkpoint.
         return None if restriction.stop == UNBOUNDED_STOP else restriction
 
@@ -201,7 +201,7 @@ class _CachedConsumer:
 class _Call:
     """State of one `process()` call over a restriction."""
     spec: PartitionSpec
-    tracker: OffsetRestrictionTracker
+    tracker: GrowableOffsetRestrictionTracker
     estimator: ManualWatermarkEstimator
     position: int  # covers_from of the next record
     deadline: float
@@ -241,7 +241,7 @@ class _ReadPartitionFn(beam.DoFn):
         if restriction.start < restriction.stop:
             yield from self._read(spec, tracker, watermark_estimator)
 
-    def _read(self, spec: PartitionSpec, tracker: OffsetRestrictionTracker,
+    def _read(self, spec: PartitionSpec, tracker: GrowableOffsetRestrictionTracker,
               estimator: ManualWatermarkEstimator) -> Iterator[TimestampedValue]:
         start = tracker.current_restriction().start
         cached = self._consumer_at(spec, start)
