@@ -126,8 +126,7 @@ def parse_event(value: bytes | None) -> PaymentEvent:
             raise InvalidEvent(f"field '{name}' must be a string, got {type(field).__name__}")
         if not field.strip() or len(field) > MAX_ID_CHARS:
             raise InvalidEvent(f"field '{name}' must be 1-{MAX_ID_CHARS} characters")
-        if not _encodable(field):
-            # json.loads accepts "\ud800"; such a txn_id could never become a Kafka key.
+        if not encodable(field):
             raise InvalidEvent(f"field '{name}' is not valid Unicode (lone surrogate)")
     amount = doc["amount"]
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
@@ -172,7 +171,9 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """False for a str with a lone surrogate: json.loads makes one of "\\ud800", and no
+    Kafka key or UTF-8 output can hold it."""
     if text.isascii():
         return True
     try:

@@ -24,6 +24,7 @@ from testbed.scoring.body import BadRequest, parse_batch
 from testbed.scoring.bucket import TokenBucket
 from testbed.scoring.config import ConfigError, Settings
 from testbed.scoring.faults import FaultError, FaultSchedule, parse_fault
+from testbed.scoring.hostile import middlewares
 from testbed.scoring.stats import Stats
 from testbed.scoring_model import MODEL_VERSION, score_txn
 
@@ -87,7 +88,8 @@ class ScoringService:
             self.faults.add(fault, self.started)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app = web.Application(client_max_size=self.settings.max_body_bytes,
+                              middlewares=middlewares(self.settings.hostile_every))
         app.add_routes([
             web.post("/score", self.score),
             web.get("/healthz", self.healthz),

@@ -37,6 +37,7 @@ _RULES: dict[str, tuple[type, float, float, bool]] = {
     "per_item_ms": (float, 0, math.inf, False),
     "jitter": (float, 0, 1, False),
     "reject_cost": (float, 0, math.inf, False),
+    "hostile_every": (int, 0, math.inf, False),
 }
 LIVE_SETTINGS = (
     "rate", "burst", "max_concurrency", "queue_size", "queue_timeout_ms",
@@ -78,6 +79,7 @@ class Settings:
     reject_cost: float = 0.5
     ratelimit_headers: bool = True
     seed: int | None = None
+    hostile_every: int = 0
     token: str | None = field(default=None, repr=False)
     faults: list[Fault] = field(default_factory=list)
 
@@ -146,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--no-ratelimit-headers", action="store_true", help="omit RateLimit/RateLimit-Policy headers")
     add("--token-file", help=f"require 'Authorization: Bearer <token in file>' (or set ${TOKEN_ENV})")
     add("--seed", type=int, help="seed for the latency jitter")
+    add("--hostile-every", type=int, default=0,
+        help="malform every N-th 200 answer, cycling through testbed/scoring/hostile.py's shapes (default 0: off)")
     return p
 
 
@@ -197,6 +201,7 @@ def parse_settings(argv: list[str]) -> Settings:
         reject_cost=ns.reject_cost,
         ratelimit_headers=not ns.no_ratelimit_headers,
         seed=ns.seed,
+        hostile_every=ns.hostile_every,
         token=_load_token(ns.token_file),
         faults=_load_faults(ns.faults),
     )

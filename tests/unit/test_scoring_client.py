@@ -48,7 +48,10 @@ def scripted_server() -> Iterator[tuple[str, Script, list]]:
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload)))
+            if "Content-Length" not in headers:   # a larger one in the script: the body is cut short
+                self.send_header("Content-Length", str(len(payload)))
+            else:
+                self.close_connection = True
             self.end_headers()
             self.wfile.write(payload)
 
@@ -110,4 +113,16 @@ def test_a_response_over_the_bound_is_refused_not_read(scripted_server) -> None:
     url, script, _ = scripted_server
     script.append((200, {}, b"x" * 5000))
     [result] = attempts(url, [(["a"], "k")], max_response_bytes=1000)
-    assert result.kind is AttemptKind.FATAL and result.reason == "response_too_large_or_cut"
+    assert result.kind is AttemptKind.FATAL and result.reason == "response_too_large"
+
+
+def test_a_body_cut_short_is_retried_and_a_wrong_but_whole_one_is_not(scripted_server) -> None:
+    url, script, _ = scripted_server
+    whole = ok_body(["a"])
+    script += [(200, {"Content-Length": str(len(whole))}, whole[:10]),   # the connection closes mid-body
+               (200, {}, whole[:10]),                                    # complete, but not JSON: truncated
+               (200, {}, ok_body(["b"]))]                                # complete JSON, another transaction
+    cut, truncated, wrong = attempts(url, [(["a"], "k")] * 3)
+    assert (cut.kind, cut.reason, cut.status) == (AttemptKind.RETRYABLE, "response_cut", 200)
+    assert truncated.kind is AttemptKind.RETRYABLE and truncated.reason.startswith("invalid_response: response body is not JSON")
+    assert wrong.kind is AttemptKind.FATAL and wrong.status == 200

@@ -8,6 +8,12 @@ times the HTTP work itself (measured: ~750 us of CPU per request with
 not the client's business (they would hide attempts from the controller),
 redirects are refused (a token must never follow a redirect to another host),
 and response bodies are read up to a bound.
+
+Every attempt ends as an `AttemptResult`, whatever the service or the network
+did: an exception here would reach the scoring runtime and, through it, the
+bundle, which the runner retries with the same batch. A body cut short is
+retryable (within the retry budget), a 200 of the wrong shape is fatal (see
+`codec.InvalidResponse`).
 """
 from __future__ import annotations
 
@@ -103,8 +109,9 @@ class ScoringClient:
         except aiohttp.ClientError:                 # reset, disconnect, protocol error
             return connection_refused()
 
-    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes | None:
-        """The body, or None if it is larger than the bound or was cut (the connection is then dropped)."""
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes | AttemptResult:
+        """The body, or why there is none (the connection is then dropped): too large (fatal),
+        or cut mid-read (retryable: a reset, fewer bytes than its Content-Length)."""
         chunks: list[bytes] = []
         size = 0
         try:
@@ -112,17 +119,18 @@ class ScoringClient:
                 size += len(chunk)
                 if size > self._max_response_bytes:
                     resp.close()
-                    return None
+                    return AttemptResult(AttemptKind.FATAL, "response_too_large", status=resp.status)
                 chunks.append(chunk)
         except aiohttp.ClientPayloadError:
-            return None
+            return AttemptResult(AttemptKind.RETRYABLE, "response_cut", status=resp.status)
         return b"".join(chunks)
 
-    def _success(self, body: bytes | None, txn_ids: Sequence[str], policy: float | None) -> AttemptResult:
-        if body is None:
-            return AttemptResult(AttemptKind.FATAL, "response_too_large_or_cut", status=200, policy_rps=policy)
+    def _success(self, body: bytes | AttemptResult, txn_ids: Sequence[str], policy: float | None) -> AttemptResult:
+        if isinstance(body, AttemptResult):
+            return body
         try:
             verdicts = decode_response(body, txn_ids)
         except InvalidResponse as exc:
-            return AttemptResult(AttemptKind.FATAL, f"invalid_response: {exc}", status=200, policy_rps=policy)
+            kind = AttemptKind.RETRYABLE if exc.retryable else AttemptKind.FATAL
+            return AttemptResult(kind, f"invalid_response: {exc}", status=200, policy_rps=policy)
         return classify_status(200, policy_rps=policy, value=verdicts)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from transforms.events import DeadLetter, ParsedEvent, ScoredEvent
+from transforms.events import DeadLetter, ParsedEvent, ScoredEvent, encodable
 
 #: Buckets of the `requests` metric; `outcome_bucket` maps every attempt to one.
 REQUEST_OUTCOMES = ("ok", "429", "5xx", "timeout", "connection_error", "other")
@@ -35,7 +35,17 @@ class Verdict:
 
 
 class InvalidResponse(ValueError):
-    """A 200 whose body is not the documented shape; `str(e)` is the one-line reason."""
+    """A 200 whose body is not the documented shape; `str(e)` is the one-line reason.
+
+    `retryable` when the bytes are not JSON at all - a body cut short or garbled on the way
+    (a proxy, a connection reset mid-write) - which another attempt may well get whole.
+    A complete JSON document of the wrong shape is the service's answer to this batch:
+    sending it again would most likely get the same answer, so it is dead-lettered at once.
+    """
+
+    def __init__(self, reason: str, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
 
 
 _encode = msgspec.json.Encoder().encode
@@ -54,8 +64,12 @@ def decode_response(body: bytes, txn_ids: Sequence[str]) -> list[Verdict]:
     """The verdicts of a 200 response, in request order; InvalidResponse if the body is not that."""
     try:
         doc = json.loads(body)
-    except (ValueError, RecursionError):   # JSONDecodeError, undecodable bytes, integer-string limit
-        raise InvalidResponse("response body is not JSON") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidResponse("response body is not JSON (cut short or garbled)", retryable=True) from None
+    except RecursionError:
+        raise InvalidResponse("response body is nested too deeply") from None
+    except ValueError:   # the only other one json.loads raises: Python's int-string limit
+        raise InvalidResponse("response body has an integer literal too long to parse") from None
     results = doc.get("results") if isinstance(doc, dict) else None
     if not isinstance(results, list):
         raise InvalidResponse("response has no 'results' list")
@@ -68,7 +82,7 @@ def _verdict(item: object, txn_id: str, index: int) -> Verdict:
     if not isinstance(item, dict):
         raise InvalidResponse(f"result {index} is not an object")
     if item.get("txn_id") != txn_id:
-        raise InvalidResponse(f"result {index} is for txn_id {str(item.get('txn_id'))[:80]!r}, not {txn_id!r}")
+        raise InvalidResponse(f"result {index} is for txn_id {_brief(item.get('txn_id'))}, not {txn_id!r}")
     score = item.get("score")
     if isinstance(score, bool) or not isinstance(score, (int, float)):
         raise InvalidResponse(f"result {index} has no numeric 'score'")
@@ -79,12 +93,18 @@ def _verdict(item: object, txn_id: str, index: int) -> Verdict:
     if not math.isfinite(score):
         raise InvalidResponse(f"result {index} has a non-finite 'score'")
     decision = item.get("decision")
-    if not isinstance(decision, str) or not decision or len(decision) > MAX_DECISION_CHARS:
+    if not isinstance(decision, str) or not decision or len(decision) > MAX_DECISION_CHARS or not encodable(decision):
         raise InvalidResponse(f"result {index} has no 'decision' string of 1-{MAX_DECISION_CHARS} characters")
     model_version = item.get("model_version", "")
-    if not isinstance(model_version, str):
+    if not isinstance(model_version, str) or not encodable(model_version):
         raise InvalidResponse(f"result {index} has a non-string 'model_version'")
     return Verdict(score, decision, model_version[:MAX_DECISION_CHARS])
+
+
+def _brief(value: object) -> str:
+    """A txn_id as the service sent it, for a reason line: never the str() of a whole structure."""
+    return repr(value[:80]) if isinstance(value, str) else f"of type {type(value).__name__}"
+
 
 
 def outcome_bucket(reason: str) -> str:
