@@ -26,7 +26,7 @@ from confluent_kafka import Producer
 
 import transforms.kafka.read as kafka_read
 from testbed.kafka_admin import committed_offsets, consume_all, create_topic, delete_topic, end_offsets, topic_exists
-from transforms.kafka.commit import CommitOffsets
+from transforms.kafka.commit import CommitOffsets, GroupOffsets
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.offset_ranges import OffsetRangeSet
 from transforms.kafka.read import (
@@ -147,13 +147,8 @@ def test_long_drain_commits_at_every_reader_checkpoint(
 
     drain(conn, source, sink, settings=ReadSettings(max_records_per_call=250))
 
-    commits = [r.getMessage() for r in caplog.records
-               if r.name == "transforms.kafka.commit" and r.getMessage().startswith("committed ")]
-    history: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
-    for line in commits:  # "committed t/0@250, t/1@250, ..."
-        for item in line[len("committed "):].split(", "):
-            partition, offset = item.rsplit("/", 1)[1].split("@")
-            history[int(partition)].append(int(offset))
+    history = committed_history(caplog)
+    assert sorted(history) == list(range(PARTITIONS))
     # At most 250 records per partition per bundle: >= 5 commits each, only forwards.
     for offsets in history.values():
         assert len(offsets) >= 5 and offsets == sorted(set(offsets)), history
@@ -210,6 +205,35 @@ def test_offsets_without_records_are_covered_up_to_the_end_offset(
     assert drain(conn, source, sink)["kafka_read/records"] == 0
 
 
+def test_commits_never_move_a_partition_backwards(bootstrap_servers: str, kafka_topic, conn: KafkaConnection) -> None:
+    """A late finalizer, a retried bundle, another process: none may undo a commit."""
+    topic = kafka_topic(2, "forward")
+    ours, theirs = GroupOffsets(conn), GroupOffsets(conn)
+    try:
+        ours.commit({(topic, 0): 100, (topic, 1): 10})
+        ours.commit({(topic, 0): 50, (topic, 1): 20})       # late for p0, ahead for p1
+        theirs.commit({(topic, 0): 70, (topic, 1): 20})     # another process, behind and level
+        assert committed_offsets(bootstrap_servers, conn.group_id, topic) == {0: 100, 1: 20}
+        started = time.monotonic()
+        theirs.commit({(topic, 0): 150})
+        print(f"read + commit: {(time.monotonic() - started) * 1000:.1f} ms")
+        assert committed_offsets(bootstrap_servers, conn.group_id, topic) == {0: 150, 1: 20}
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def committed_history(caplog: pytest.LogCaptureFixture) -> dict[int, list[int]]:
+    """Partition -> every offset committed, in order, from the committer's debug lines."""
+    history: dict[int, list[int]] = {}
+    for record in caplog.records:
+        if record.name == "transforms.kafka.commit" and record.getMessage().startswith("committed "):
+            for item in record.getMessage()[len("committed "):].split(", "):   # "t/0@250, t/1@250"
+                partition, offset = item.rsplit("/", 1)[1].split("@")
+                history.setdefault(int(partition), []).append(int(offset))
+    return history
+
+
 def test_runner_splits_of_a_transactional_drain_leave_no_offset_uncommitted(
         bootstrap_servers: str, kafka_topic, conn: KafkaConnection, caplog: pytest.LogCaptureFixture) -> None:
     """Forced splits (`--direct_test_splits`) of the first read bundle while it runs. They need
@@ -221,6 +245,7 @@ def test_runner_splits_of_a_transactional_drain_leave_no_offset_uncommitted(
     splits = {"ReadFromKafka/ReadPartitions": {"timings": [0.3, 0.6, 0.9, 1.2], "fractions": [0.5, 0.5, 0.3, 0.5]}}
     options = [FN_API_RUNNER, f"--direct_test_splits={json.dumps(splits)}", "--direct_running_mode=multi_threading"]
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="transforms.kafka.commit")
 
     def slowly(record: KafkaRecord | OffsetGap, topic: str) -> OutboundRecord | OffsetGap:
         time.sleep(0.001)   # a bundle long enough to be split while it reads
@@ -234,6 +259,7 @@ def test_runner_splits_of_a_transactional_drain_leave_no_offset_uncommitted(
     assert counters["kafka_read/records"] == len(committed)
     assert values_of(bootstrap_servers, sink) == Counter(committed)
     assert committed_offsets(bootstrap_servers, conn.group_id, source) == end_offsets(bootstrap_servers, source)
+    assert all(offsets == sorted(offsets) for offsets in committed_history(caplog).values())
 
 
 def read_to_the_end(fn: kafka_read._ReadPartitionFn, spec: PartitionSpec, restriction: PartitionRange,

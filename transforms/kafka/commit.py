@@ -14,6 +14,11 @@ bundles and therefore also commits periodically during a long drain.
 The base is the group's committed offset, read from Kafka the first time a
 key is seen; `ReadFromKafka` commits a start offset at planning time, so one
 always exists.
+
+Commits only move forward: a retried, late (finalizers need not run in order)
+or concurrent bundle may carry an offset below what is committed already, and
+Kafka takes any offset from a consumer that never subscribes. So each commit
+first reads the group's offsets and commits only those ahead of them.
 """
 from __future__ import annotations
 
@@ -58,6 +63,7 @@ class GroupOffsets:
     def __init__(self, conn: KafkaConnection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        self._commit_lock = threading.Lock()   # a read and the commit it decides, one at a time
         self._consumer: Consumer | None = None
 
     def _client(self) -> Consumer:
@@ -67,24 +73,42 @@ class GroupOffsets:
             return self._consumer
 
     def committed(self, topic: str, partition: int) -> int:
-        client = self._client()
-        [tp] = with_retries(
-            lambda: client.committed([TopicPartition(topic, partition)], timeout=_TIMEOUT_S))
-        if tp.offset == OFFSET_INVALID:
+        offset = self._committed([(topic, partition)])[(topic, partition)]
+        if offset == OFFSET_INVALID:
             raise KafkaCommitError(
                 f"group {self._conn.group_id!r} has no committed offset for {topic}/{partition}; "
                 "ReadFromKafka commits one at planning time - was a different group used?")
-        return tp.offset
+        return offset
+
+    def _committed(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        client = self._client()
+        tps = with_retries(lambda: client.committed([TopicPartition(t, p) for t, p in keys], timeout=_TIMEOUT_S))
+        return {(tp.topic, tp.partition): tp.offset for tp in tps}
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commits synchronously; a failure is logged, not raised: the next commit supersedes it."""
-        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
-        try:
-            client = self._client()
-            results = with_retries(lambda: client.commit(offsets=tps, asynchronous=False))
-        except KafkaException as exc:
-            _LOG.error("offset commit %s failed (%s); the next commit supersedes it", _describe(tps), exc)
-            return
+        """Commits synchronously the offsets ahead of the group's; a failure is logged, not
+        raised: the next commit supersedes it.
+
+        The read costs one OffsetFetch round trip per commit, i.e. per bundle. Within this
+        process the read and the commit are serialized; another process's commit can still land
+        between them (Kafka has no conditional commit for a member that never joins the group).
+        """
+        with self._commit_lock:
+            try:
+                current = self._committed(sorted(offsets))
+                behind = sorted((key, o) for key, o in offsets.items() if o <= current[key])
+                if behind:
+                    _LOG.info("not committing %s: the group is there or further already",
+                              ", ".join(f"{t}/{p}@{o} (at {current[(t, p)]})" for (t, p), o in behind))
+                tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items()) if o > current[(t, p)]]
+                if not tps:
+                    return
+                client = self._client()
+                results = with_retries(lambda: client.commit(offsets=tps, asynchronous=False))
+            except KafkaException as exc:
+                _LOG.error("offset commit %s failed (%s); the next commit supersedes it",
+                           ", ".join(f"{t}/{p}@{o}" for (t, p), o in sorted(offsets.items())), exc)
+                return
         failed = [tp for tp in results or () if tp.error is not None]
         if failed:
             _LOG.error("offset commit failed for %s; the next commit supersedes it",
