@@ -19,7 +19,15 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipelines.options import ConfigError, EnrichPaymentsOptions, is_streaming, parse_options, validate, validate_runner
+from pipelines.options import (
+    ConfigError,
+    EnrichPaymentsOptions,
+    is_streaming,
+    parse_options,
+    runner_name,
+    validate,
+    validate_runner,
+)
 from pipelines.preflight import check_kafka, check_scoring_url, check_token_source
 from pipelines.progress import ProgressReporter
 from pipelines.summary import RunSummary, summarize
@@ -198,6 +206,7 @@ FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 def with_runner_defaults(argv: list[str]) -> list[str]:
     """Runner choices made for the user, each because the alternative lost or stalled data.
 
+    The runner is recognised in every spelling Beam accepts (`options.runner_name`).
     - `DirectRunner` (also the default) means the FnApiRunner: Beam's switching
       DirectRunner would pick Prism whenever it can download it, and Prism 2.62 loses
       the state of stateful stages it splits (see options.validate_runner, docs/prism.md).
@@ -207,11 +216,11 @@ def with_runner_defaults(argv: list[str]) -> list[str]:
     """
     argv = _joined(argv, "--runner")
     runners = [a for a in argv if a.startswith("--runner=")]
-    if not runners or runners[-1] == "--runner=DirectRunner":
+    runner = runner_name(runners[-1].partition("=")[2] if runners else None)
+    if runner in ("DirectRunner", "SwitchingDirectRunner"):
         argv = [a for a in argv if a not in runners] + [f"--runner={FN_API_RUNNER}"]
-    flink = any(a in ("--runner=FlinkRunner", "FlinkRunner") for a in argv)
-    if flink and "--streaming" in argv and not any(a.startswith("--finish_bundle_before_checkpointing")
-                                                   for a in argv):
+    if runner == "FlinkRunner" and "--streaming" in argv and not any(
+            a.startswith("--finish_bundle_before_checkpointing") for a in argv):
         argv.append("--finish_bundle_before_checkpointing")
     return argv
 

@@ -30,6 +30,18 @@ EXACTLY_ONCE_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", 
 # A class only a job-server jar built with KafkaIO has (testbed/kafka_expansion.py).
 _KAFKA_IO_CLASS = "org/apache/beam/sdk/io/kafka/KafkaIO.class"
 
+_KNOWN_RUNNERS = {path.rsplit(".", 1)[-1].lower(): path for path in StandardOptions.ALL_KNOWN_RUNNERS}
+
+
+def runner_name(runner: str | None) -> str:
+    """The class name of the runner Beam builds for `--runner=runner`, found the way Beam finds
+    it (case-insensitive, "Runner" optional, or a dotted path): `prism`, `PRISMRUNNER` and
+    `apache_beam.runners.portability.prism_runner.PrismRunner` are all "PrismRunner", so no
+    guard can be passed by spelling. Unset: Beam's default, "DirectRunner"."""
+    name = runner or StandardOptions.DEFAULT_RUNNER
+    path = _KNOWN_RUNNERS.get(name.lower(), _KNOWN_RUNNERS.get(name.lower() + "runner", name))
+    return path.rsplit(".", 1)[-1]
+
 
 class ConfigError(ValueError):
     """A configuration problem, reported as one line before anything starts."""
@@ -122,8 +134,7 @@ def parse_options(argv: list[str] | None) -> PipelineOptions:
     for cls in PipelineOptions.__subclasses__():
         _add_all(cls, parser)
     known, unknown = parser.parse_known_args(argv or [])
-    runner = (getattr(known, "runner", None) or "DirectRunner").split(".")[-1]
-    if unknown and runner not in PASS_THROUGH_RUNNERS:
+    if unknown and runner_name(getattr(known, "runner", None)) not in PASS_THROUGH_RUNNERS:
         raise ConfigError(f"unknown option(s): {' '.join(unknown)} (see --help)")
     return PipelineOptions(argv or [])
 
@@ -195,7 +206,7 @@ def validate_monitoring(opts: EnrichPaymentsOptions) -> None:
 def validate_runner(options: PipelineOptions, argv: list[str]) -> None:
     """Streaming on Flink commits offsets in bundle finalization, which runs only after a
     completed checkpoint: without checkpointing nothing would ever be committed."""
-    runner = (options.view_as(StandardOptions).runner or "").split(".")[-1]
+    runner = runner_name(options.view_as(StandardOptions).runner)
     if runner == "PrismRunner":
         raise ConfigError("PrismRunner is refused: Prism 2.62 splits a stalled bundle and runs the split-off "
                           "elements of a stateful stage without their keys' state, then the later commit "
