@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from urllib.parse import urlparse
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
 
 from pipelines.options import ConfigError
 from transforms.kafka.connection import KafkaConnection, consumer_config, producer_config
@@ -20,19 +19,24 @@ TIMEOUT_S = 10.0
 
 
 def check_kafka(conn: KafkaConnection, topics: Iterable[str], timeout_s: float = TIMEOUT_S) -> None:
+    """Reaches Kafka with the job's own consumer configuration - every --kafka_property, not
+    just the security ones: a setting the job needs to connect (say
+    enable.ssl.certificate.verification) must count here too, and one that breaks it must
+    fail here."""
     # log_level 0: librdkafka would otherwise print a line per failed connect.
     quiet = {"log_level": 0}
     try:  # librdkafka refuses unknown properties and bad values when a client is created
-        Consumer({**consumer_config(conn), **quiet}).close()
         Producer({**producer_config(conn), **quiet}).flush(0)
-        admin = AdminClient({"bootstrap.servers": conn.bootstrap_servers, **quiet, **conn.security})
+        consumer = Consumer({**consumer_config(conn), **quiet})
     except KafkaException as e:
         raise ConfigError(f"invalid Kafka client setting: {e.args[0].str() if e.args else e}") from None
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
+        metadata = consumer.list_topics(timeout=timeout_s)
     except KafkaException as e:
         raise ConfigError(f"Kafka at {conn.bootstrap_servers} is not reachable within {timeout_s:.0f} s "
                           f"({e.args[0].str() if e.args else e})") from None
+    finally:
+        consumer.close()
     missing = [t for t in topics if t not in metadata.topics]
     if missing:
         raise ConfigError(f"topic(s) missing on {conn.bootstrap_servers}: {', '.join(missing)} "

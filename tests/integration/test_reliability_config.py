@@ -52,6 +52,9 @@ def test_invalid_option_values_fail_with_one_line(args, message) -> None:
     (["--scoring_token_file=/nonexistent/token"], "cannot read --scoring_token_file /nonexistent/token"),
     (["--kafka_property=security.protocol=BOGUS"], "invalid Kafka client setting"),
     (["--kafka_property=no.such.property=1"], "invalid Kafka client setting"),
+    # Not a security key, yet the job's clients cannot connect with it (no IPv6 route to
+    # 127.0.0.1): preflight must use it too, not pass and leave the job to fail later.
+    (["--kafka_property=broker.address.family=v6"], "is not reachable"),
 ])
 def test_environment_dependent_misconfiguration_fails_with_one_line(
         args, message, bootstrap_servers, scoring_service, tmp_path) -> None:

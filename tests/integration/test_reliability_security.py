@@ -56,6 +56,11 @@ def test_pipeline_drains_over_tls(kafka_broker_factory, scoring_service, tmp_pat
     assert summary.counter("events_scored") == 500
     assert set(txn_ids(broker.bootstrap_servers, topics.out)) == set(produced.txn_ids)
     assert fully_committed(broker.bootstrap_servers, "g-tls", topics.inp)
+    # A property outside the security keys that the connection needs: preflight must use it too.
+    more = produce_events(broker.bootstrap_servers, topics.inp, count=50, seed=32)
+    again = run(job_args(tls_bootstrap, topics, scoring_service.url, "g-tls", "--kafka_property=security.protocol=SSL",
+                         "--kafka_property=enable.ssl.certificate.verification=false"))
+    assert again.counter("events_scored") == 50 and set(more.txn_ids) <= set(txn_ids(broker.bootstrap_servers, topics.out))
 
 
 # ---- (b) the token never leaks ---------------------------------------------------------------
