@@ -113,8 +113,9 @@ def _service_url() -> str:
     return _URL[0]
 
 
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
 def test_a_transactional_topic_drains_to_its_end_offsets_and_aborted_records_are_never_scored(
-        bootstrap_servers, scoring_service) -> None:
+        bootstrap_servers, scoring_service, delivery) -> None:
     """Committed and aborted transactions leave markers and aborted runs between the records and a
     commit marker at the end of each partition; drain chunks of 37 offsets end anywhere, also just
     below a marker or on one. (Runner splits at every offset: tests/integration/test_kafka_io.py.)"""
@@ -135,11 +136,12 @@ def test_a_transactional_topic_drains_to_its_end_offsets_and_aborted_records_are
             producer.abort_transaction(30)
             aborted.update(ids)
 
-    summary = run(job_args(bootstrap_servers, topics, scoring_service.url, "g-txn", "--drain_chunk=37",
-                           "--kafka_property=isolation.level=read_committed"))
+    group = f"g-txn-{delivery}"
+    summary = run(job_args(bootstrap_servers, topics, scoring_service.url, group, "--drain_chunk=37",
+                           "--kafka_property=isolation.level=read_committed", f"--delivery={delivery}"))
 
     assert Counter(txn_ids(bootstrap_servers, topics.out)) == Counter({txn: 1 for txn in committed})
     assert not [r for r in consume_all(bootstrap_servers, topics.dlq, timeout=10)]
     assert not aborted & set(scoring_service.txn_attempts())          # never even sent to the service
     assert summary.counter("events_in") == len(committed)
-    assert committed_offsets(bootstrap_servers, "g-txn", topics.inp) == end_offsets(bootstrap_servers, topics.inp)
+    assert committed_offsets(bootstrap_servers, group, topics.inp) == end_offsets(bootstrap_servers, topics.inp)

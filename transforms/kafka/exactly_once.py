@@ -47,7 +47,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from transforms.kafka.connection import KafkaConnection, consumer_config, producer_config, with_retries
-from transforms.kafka.records import CommittedOffset, OutboundRecord
+from transforms.kafka.records import CommittedOffset, OffsetGap, OutboundRecord
 from transforms.monitoring import metrics
 
 _LOG = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class _TransactionalWriteFn(beam.DoFn):
         self._conn = conn
         self._txn_max_s = txn_max_s
         self._partitions: dict[tuple[str, int], _Partition] = {}
-        self._waiting: dict[tuple[str, int], dict[int, OutboundRecord]] = {}
+        self._waiting: dict[tuple[str, int], dict[int, OutboundRecord | OffsetGap]] = {}
         self._consumer: Consumer | None = None
 
     def setup(self) -> None:
@@ -122,7 +122,7 @@ class _TransactionalWriteFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._waiting = {}     # read again from state: it may have been restored from a checkpoint
 
-    def process(self, keyed: tuple[str, OutboundRecord],
+    def process(self, keyed: tuple[str, OutboundRecord | OffsetGap],
                 waiting_state=beam.DoFn.StateParam(WAITING)) -> Iterator[CommittedOffset]:
         record = keyed[1]
         key = (record.source.topic, record.source.partition)
@@ -182,10 +182,15 @@ class _TransactionalWriteFn(beam.DoFn):
                                "ReadFromKafka commits one at planning time")
         return tp.offset
 
-    def _produce(self, p: _Partition, record: OutboundRecord) -> None:
+    def _produce(self, p: _Partition, record: OutboundRecord | OffsetGap) -> None:
+        """Adds the record to the open transaction (opening one); an `OffsetGap` adds no record,
+        only moves the offset the transaction commits."""
         if not p.in_txn:
             self._guard(p, p.producer.begin_transaction)
             p.in_txn, p.opened_at, p.produced = True, time.monotonic(), 0
+        if isinstance(record, OffsetGap):
+            p.cursor = record.source.offset + 1
+            return
         while True:
             try:
                 p.producer.produce(record.topic, value=record.value, key=record.key,
@@ -257,6 +262,6 @@ class WriteToKafkaExactlyOnce(beam.PTransform):
                 | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                 | "KeyBySourcePartition" >> beam.Map(
                     lambda r: (f"{r.source.topic}/{r.source.partition}", r)).with_output_types(
-                        tuple[str, OutboundRecord])
+                        tuple[str, OutboundRecord | OffsetGap])
                 | "WriteTransactionally" >> beam.ParDo(_TransactionalWriteFn(self._conn, self._txn_max_s))
                 .with_output_types(CommittedOffset))
