@@ -10,6 +10,7 @@ dead letters of those records have been acknowledged by Kafka.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -83,16 +84,18 @@ class EnrichPayments(beam.PTransform):
         outcomes = (pbegin
                     | "ReadKafka" >> reader
                     | "ParseEvents" >> ParseEvents()
-                    | "Score" >> self._score
-                    | "ToRecords" >> beam.Map(to_record, o.output_topic, o.dlq_topic))
+                    | "Score" >> self._score)
+        encode = functools.partial(to_record, output_topic=o.output_topic, dlq_topic=o.dlq_topic)
         if o.delivery == "exactly_once":
-            return outcomes | "WriteKafkaExactlyOnce" >> WriteToKafkaExactlyOnce(self._conn)
+            return (outcomes | "ToRecords" >> beam.Map(encode)
+                    | "WriteKafkaExactlyOnce" >> WriteToKafkaExactlyOnce(self._conn))
         # The Java writer's acks hold only after a checkpoint, so drains keep the Python writer,
         # whose acks are delivery callbacks (transforms/kafka/java_io.py).
         if java is not None and self._streaming:
-            writer = WriteToKafkaJava(self._conn, [o.output_topic, o.dlq_topic], java)
+            writer = (beam.Map(encode)
+                      | WriteToKafkaJava(self._conn, [o.output_topic, o.dlq_topic], java))
         else:
-            writer = WriteToKafka(self._conn)
+            writer = WriteToKafka(self._conn, encode=encode)   # encodes in the writer: one step less
         acks = outcomes | "WriteKafka" >> writer
         return acks | "CommitOffsets" >> CommitOffsets(self._conn, after_checkpoint=self._streaming)
 

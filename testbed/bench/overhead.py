@@ -45,12 +45,12 @@ from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.read import ReadFromKafka
 from transforms.kafka.write import WriteToKafka
 from transforms.kafka.commit import CommitOffsets
-from transforms.kafka.records import OutboundRecord
+from transforms.kafka.records import OffsetGap, OutboundRecord
 bootstrap, source, sink, group = sys.argv[1:5]
 conn = KafkaConnection(bootstrap, group_id=group)
 with beam.Pipeline(options=PipelineOptions(sys.argv[5:])) as p:
     (p | ReadFromKafka(conn, source, bounded=True)
-       | beam.Map(lambda r: OutboundRecord(sink, r.key, r.value or b"", r.position))
+       | beam.Map(lambda r: r if isinstance(r, OffsetGap) else OutboundRecord(sink, r.key, r.value or b"", r.position))
        | WriteToKafka(conn) | CommitOffsets(conn))
 """
 

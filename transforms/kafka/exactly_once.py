@@ -76,8 +76,10 @@ def transactional_id(group: str, topic: str, partition: int) -> str:
 
 
 def _fatal(exc: KafkaException) -> bool:
+    """Fenced, or the producer is dead: librdkafka reports a fenced transactional producer as
+    _FENCED, PRODUCER_FENCED or INVALID_PRODUCER_EPOCH, and at produce() sometimes as plain _FATAL."""
     err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-    return err is not None and (err.fatal() or err.code() in _FENCED_CODES)
+    return err is not None and (err.fatal() or err.code() in _FENCED_CODES or err.code() == KafkaError._FATAL)
 
 
 @dataclass
@@ -92,7 +94,7 @@ class _Partition:
     in_txn: bool = False
     opened_at: float = 0.0
     produced: int = 0
-    failures: list[str] = field(default_factory=list)
+    failures: list[KafkaError] = field(default_factory=list)
 
 
 class _TransactionalWriteFn(beam.DoFn):
@@ -194,7 +196,7 @@ class _TransactionalWriteFn(beam.DoFn):
         while True:
             try:
                 p.producer.produce(record.topic, value=record.value, key=record.key,
-                                   on_delivery=lambda err, msg, p=p: err and p.failures.append(str(err)))
+                                   on_delivery=lambda err, msg, p=p: err and p.failures.append(err))
                 break
             except BufferError:
                 p.producer.poll(_BACKPRESSURE_POLL_S)
@@ -209,8 +211,8 @@ class _TransactionalWriteFn(beam.DoFn):
         offsets = [TopicPartition(p.topic, p.partition, p.cursor)]
         self._guard(p, lambda: p.producer.send_offsets_to_transaction(offsets, self._group_metadata, _TIMEOUT_S))
         self._guard(p, lambda: p.producer.commit_transaction(_TIMEOUT_S))
-        if p.failures:   # commit_transaction already failed if a record did; keep the reason if it did not
-            raise KafkaException(f"{len(p.failures)} record(s) of the transaction failed: {p.failures[0]}")
+        if p.failures:   # commit_transaction fails when a record did; this keeps the record's reason
+            self._fail(p, KafkaException(p.failures[0]))
         p.in_txn, p.frontier = False, p.cursor
         _TRANSACTIONS.inc()
         _RECORDS_WRITTEN.inc(p.produced)
@@ -231,7 +233,8 @@ class _TransactionalWriteFn(beam.DoFn):
             with _FENCED_LOCK:
                 _FENCED_GROUPS.add(self._conn.require_group())
             raise FencedError(f"{p.topic}/{p.partition}: fenced by another writer with transactional.id "
-                              f"{p.txn_id!r} (a second job with group {self._conn.group_id!r}?): {exc}") from exc
+                              f"{p.txn_id!r} (a second job with group {self._conn.group_id!r}?), or its "
+                              f"producer failed fatally: {exc}") from exc
         self._abort(p)
         raise exc
 

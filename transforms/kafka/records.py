@@ -8,14 +8,16 @@ transaction markers, aborted records) and the committed prefix can advance
 over them. A gap with no record after it in the same read - at the end of a
 partition or of a bounded range, just below a split point - travels as an
 `OffsetGap` instead.
+
+They are msgspec Structs, not dataclasses: several are made per event, and a
+frozen dataclass's `__init__` cost seven times a Struct's (0.9 vs 0.13 us).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True)
-class SourcePosition:
+class SourcePosition(msgspec.Struct, frozen=True, gc=False):
     topic: str
     partition: int
     offset: int
@@ -27,8 +29,7 @@ class SourcePosition:
         return (self.covers_from, self.offset + 1)
 
 
-@dataclass(frozen=True)
-class KafkaRecord:
+class KafkaRecord(msgspec.Struct, frozen=True):
     """One message as read from Kafka."""
     position: SourcePosition
     key: bytes | None
@@ -36,8 +37,7 @@ class KafkaRecord:
     timestamp_ms: int
 
 
-@dataclass(frozen=True)
-class OffsetGap:
+class OffsetGap(msgspec.Struct, frozen=True):
     """Offsets `source.covered` that hold nothing to process and that no record covers.
 
     The reader emits one where a read ends behind offsets without a record (a
@@ -48,8 +48,7 @@ class OffsetGap:
     source: SourcePosition
 
 
-@dataclass(frozen=True)
-class OutboundRecord:
+class OutboundRecord(msgspec.Struct, frozen=True):
     """A message to produce (result or dead letter), with the input it came from."""
     topic: str
     key: bytes | None
@@ -57,8 +56,7 @@ class OutboundRecord:
     source: SourcePosition
 
 
-@dataclass(frozen=True)
-class OffsetAck:
+class OffsetAck(msgspec.Struct, frozen=True):
     """Offsets of one partition whose outputs the producer has acknowledged.
 
     `ranges` are half-open `[start, end)` and sorted; they need not be contiguous.
@@ -68,8 +66,7 @@ class OffsetAck:
     ranges: tuple[tuple[int, int], ...]
 
 
-@dataclass(frozen=True)
-class PartitionSpec:
+class PartitionSpec(msgspec.Struct, frozen=True):
     """One partition to read: offsets `[start, stop)` (stop = 2**63-1 when unbounded)."""
     topic: str
     partition: int
@@ -77,8 +74,7 @@ class PartitionSpec:
     stop: int
 
 
-@dataclass(frozen=True)
-class CommittedOffset:
+class CommittedOffset(msgspec.Struct, frozen=True):
     """A consumer-group offset `CommitOffsets` has scheduled for commit."""
     topic: str
     partition: int
