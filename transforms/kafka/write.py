@@ -19,7 +19,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -56,7 +56,6 @@ class _WriteFn(beam.DoFn):
         self._generation = 0
         self._delivered: dict[tuple[str, int], OffsetRangeSet] = {}
         self._failures: list[str] = []
-        self._last_timestamp = MIN_TIMESTAMP
         # Since the last ack emission (delivery callbacks run outside Beam's metric context,
         # so they count here and the bundle thread bumps the metrics in batches).
         self._delivered_records = 0
@@ -70,13 +69,11 @@ class _WriteFn(beam.DoFn):
         self._generation += 1
         self._delivered = {}
         self._failures = []
-        self._last_timestamp = MIN_TIMESTAMP
         self._delivered_records = self._delivered_bytes = self._delivery_errors = 0
         self._since_poll = 0
 
-    def process(self, element: Any, timestamp: Timestamp = beam.DoFn.TimestampParam) -> Iterable[OffsetAck]:
+    def process(self, element: Any) -> Iterable[OffsetAck]:
         assert self._producer is not None
-        self._last_timestamp = timestamp
         record: OutboundRecord | OffsetGap = self._encode(element) if self._encode else element
         if isinstance(record, OffsetGap):
             self._acknowledge(record.source)   # nothing to deliver: acknowledged with the bundle's records
@@ -113,7 +110,8 @@ class _WriteFn(beam.DoFn):
         self._count_delivered()
         delivered, self._delivered = self._delivered, {}
         for (topic, partition), ranges in delivered.items():
-            yield WindowedValue(OffsetAck(topic, partition, ranges.ranges), self._last_timestamp, [GlobalWindow()])
+            # Stamped now: the acks only travel on to the committer, in the global window.
+            yield WindowedValue(OffsetAck(topic, partition, ranges.ranges), Timestamp.now(), [GlobalWindow()])
 
     def teardown(self) -> None:
         if self._producer is not None:

@@ -25,7 +25,8 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import BooleanCoder
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
@@ -89,8 +90,11 @@ class _OpenBatch:
 class ScoreBatchesFn(beam.DoFn):
     """Keyed by shard; batches are formed within a bundle (see the module docstring)."""
 
-    # Declared so that the runner routes each shard key to one worker at a time; never read.
+    # Declared so that the runner routes each shard key to one worker at a time; never read or set.
+    # They hang on a timer callback rather than on process(): a state parameter of process() is
+    # filled for every event (a twentieth of the step's cost), one of a callback is not.
     KEYED = ReadModifyWriteStateSpec("keyed", BooleanCoder())
+    NEVER = TimerSpec("never", TimeDomain.WATERMARK)
 
     def __init__(self, config: ScoringConfig, policy: BatchPolicy,
                  monitoring: MonitoringConfig | None = None,
@@ -99,6 +103,7 @@ class ScoreBatchesFn(beam.DoFn):
         self._policy = policy
         self._monitoring = monitoring
         self._runtime_factory = runtime_factory
+        self._max_events, self._max_bytes = policy.max_events, policy.max_bytes
         self._runtime: Runtime | None = None
         self._open: dict[int, _OpenBatch] = {}
         self._pending: deque[Future[BatchResult]] = deque()
@@ -114,8 +119,7 @@ class ScoreBatchesFn(beam.DoFn):
         self._open = {}
         self._pending = deque()
 
-    def process(self, element: tuple[int, ParsedEvent | DeadLetter],
-                keyed=beam.DoFn.StateParam(KEYED)) -> Iterator[object]:
+    def process(self, element: tuple[int, ParsedEvent | DeadLetter]) -> Iterator[object]:
         shard, parsed = element
         if isinstance(parsed, DeadLetter):
             yield parsed   # an earlier stage's dead letter travels on to the writer
@@ -124,12 +128,12 @@ class ScoreBatchesFn(beam.DoFn):
         if batch is None:
             batch = self._open[shard] = _OpenBatch()
         item_bytes = len(parsed.raw)
-        if not self._policy.fits(len(batch.events), batch.nbytes, item_bytes):
+        if batch.events and not self._policy.fits(len(batch.events), batch.nbytes, item_bytes):
             self._submit(shard, batch)
             batch = self._open[shard] = _OpenBatch()
         batch.events.append(parsed)
         batch.nbytes += item_bytes
-        if self._policy.full(len(batch.events), batch.nbytes):
+        if len(batch.events) >= self._max_events or batch.nbytes >= self._max_bytes:   # policy.full, inlined
             self._submit(shard, batch)
             del self._open[shard]
         if self._pending and self._pending[0].done():
@@ -148,6 +152,10 @@ class ScoreBatchesFn(beam.DoFn):
         while self._pending and (block or self._pending[0].done()):
             record_batch(result := self._pending.popleft().result())
             yield from _emit(result)
+
+    @on_timer(NEVER)
+    def _keyed(self, keyed=beam.DoFn.StateParam(KEYED)) -> Iterable[object]:
+        return ()
 
     def finish_bundle(self) -> Iterable[object]:
         """Sends every open batch and waits for all of them: nothing outlives its bundle."""
