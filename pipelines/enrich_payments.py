@@ -213,19 +213,54 @@ def with_runner_defaults(argv: list[str]) -> list[str]:
     - `DirectRunner` (also the default) means the FnApiRunner: Beam's switching
       DirectRunner would pick Prism whenever it can download it, and Prism 2.62 loses
       the state of stateful stages it splits (see options.validate_runner, docs/prism.md).
+    - `FlinkRunner` without `--job_endpoint` or `--flink_job_server_jar` uses the job-server
+      jar `make flink-jar` built (with `--kafka_io=java`, `make kafka-expansion-jar`'s, which
+      also fills in `--kafka_expansion_service`): otherwise Beam would download the
+      official jar, which no mirror here serves.
     - Flink streaming with checkpoints must finish bundles before each checkpoint:
       otherwise the stage after Impulse never flushes its output (measured: 0 records
       in 240 s) and a bounded job can end DONE having lost data.
+    - Flink streaming bundles last at most `--max_batch_wait` (`--max_bundle_time_mills`):
+      a batch is sent when full or when its bundle ends, so that is how long it waits.
     """
-    argv = _joined(argv, "--runner")
+    argv = _joined(_joined(argv, "--runner"), "--kafka_io")
     runners = [a for a in argv if a.startswith("--runner=")]
     runner = runner_name(runners[-1].partition("=")[2] if runners else None)
     if runner in ("DirectRunner", "SwitchingDirectRunner"):
         argv = [a for a in argv if a not in runners] + [f"--runner={FN_API_RUNNER}"]
-    if runner == "FlinkRunner" and "--streaming" in argv and not any(
-            a.startswith("--finish_bundle_before_checkpointing") for a in argv):
-        argv.append("--finish_bundle_before_checkpointing")
+    if runner != "FlinkRunner":
+        return argv
+    if not _given(argv, "--job_endpoint", "--flink_job_server_jar"):
+        argv.append(f"--flink_job_server_jar={_local_jar(argv, job_server=True)}")
+    if "--kafka_io=java" in argv and not _given(argv, "--kafka_expansion_service"):
+        argv.append(f"--kafka_expansion_service={_local_jar(argv, job_server=False)}")
+    if "--streaming" in argv:
+        if not _given(argv, "--finish_bundle_before_checkpointing"):
+            argv.append("--finish_bundle_before_checkpointing")
+        if not _given(argv, "--max_bundle_time_mills"):
+            wait_s = parse_options(argv).view_as(EnrichPaymentsOptions).max_batch_wait
+            argv.append(f"--max_bundle_time_mills={max(1, round(wait_s * 1000))}")
     return argv
+
+
+def _given(argv: list[str], *flags: str) -> bool:
+    return any(a == flag or a.startswith(f"{flag}=") for a in argv for flag in flags)
+
+
+def _local_jar(argv: list[str], job_server: bool) -> str:
+    """A jar of the local build, or a ConfigError that says how to get one."""
+    from testbed import flink_jobserver, kafka_expansion  # the local build's paths; no work at import
+
+    if job_server and "--kafka_io=java" not in argv:
+        jar, make, flags = flink_jobserver.JAR, "flink-jar", "--flink_job_server_jar=<jar> or --job_endpoint=<host:port>"
+    elif job_server:
+        jar, make, flags = (kafka_expansion.JOB_SERVER_JAR, "kafka-expansion-jar",
+                            "--flink_job_server_jar=<jar with KafkaIO> or --job_endpoint=<host:port>")
+    else:
+        jar, make, flags = kafka_expansion.EXPANSION_JAR, "kafka-expansion-jar", "--kafka_expansion_service=<jar or host:port>"
+    if not jar.is_file():
+        raise ConfigError(f"--runner=FlinkRunner: no {jar.name}; run `make {make}` to build it, or pass {flags}")
+    return str(jar)
 
 
 def _joined(argv: list[str], flag: str) -> list[str]:

@@ -61,7 +61,8 @@ class EnrichPaymentsOptions(PipelineOptions):
                        help="Extra librdkafka client property, repeatable (e.g. security.protocol=SSL).")
         g.add_argument("--kafka_io", choices=KAFKA_IO_CHOICES, default="python",
                        help="Kafka client: python (confluent-kafka, every runner) or java (Beam's KafkaIO, "
-                            "FlinkRunner only; needs --kafka_expansion_service and a job-server jar with KafkaIO).")
+                            "FlinkRunner only; uses the jars of `make kafka-expansion-jar` unless "
+                            "--kafka_expansion_service and --flink_job_server_jar name others).")
         g.add_argument("--kafka_expansion_service", default=None, metavar="JAR|HOST:PORT",
                        help="--kafka_io=java: the KafkaIO expansion service jar (started with the EMBEDDED "
                             "environment) or the address of a running one; `make kafka-expansion-jar` builds both jars.")
@@ -81,7 +82,8 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--batch_size", type=int, default=20, help="Max events per scoring request.")
         g.add_argument("--max_batch_bytes", type=int, default=256 * 1024, help="Max bytes of events per request.")
         g.add_argument("--max_batch_wait", type=float, default=2.0,
-                       help="Streaming: max seconds an open batch waits before it is sent.")
+                       help="Flink streaming: max seconds an open batch waits before it is sent (sets Flink's "
+                            "--max_bundle_time_mills unless given: a batch is sent when full or at its bundle's end).")
         g.add_argument("--max_in_flight", type=int, default=32,
                        help="Hard cap on requests in flight at the service for the whole job, whatever the number "
                             "of workers (split over the --num_shards shards; the adaptive limit stays below it).")

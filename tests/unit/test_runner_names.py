@@ -2,15 +2,31 @@
 `directrunner` and class paths alike, and so must the refusals and the defaults."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.enrich_payments import FN_API_RUNNER, with_runner_defaults
 from pipelines.options import ConfigError, parse_options, runner_name, validate_runner
+from testbed import flink_jobserver, kafka_expansion
 
 PRISM = ["prism", "Prism", "PRISMRUNNER", "PrismRunner", "apache_beam.runners.portability.prism_runner.PrismRunner"]
 FLINK = ["flink", "Flink", "flinkrunner", "FlinkRunner", "apache_beam.runners.portability.flink_runner.FlinkRunner"]
 DIRECT = ["direct", "DIRECT", "directrunner", "DirectRunner", "apache_beam.runners.direct.direct_runner.DirectRunner",
           "SwitchingDirectRunner"]
+
+
+@pytest.fixture(autouse=True)
+def local_jars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The local build's jars, as empty files under tmp_path (the tests never start them)."""
+    jars = {"flink": tmp_path / "job-server.jar", "kafka_job_server": tmp_path / "job-server-kafka.jar",
+            "expansion": tmp_path / "expansion.jar"}
+    for jar in jars.values():
+        jar.touch()
+    monkeypatch.setattr(flink_jobserver, "JAR", jars["flink"])
+    monkeypatch.setattr(kafka_expansion, "JOB_SERVER_JAR", jars["kafka_job_server"])
+    monkeypatch.setattr(kafka_expansion, "EXPANSION_JAR", jars["expansion"])
+    return jars
 
 
 def checked(*argv: str) -> list[str]:
@@ -50,3 +66,41 @@ def test_direct_means_the_fn_api_runner_in_any_spelling(runner: str) -> None:
         checked(f"--runner={runner}", "--streaming")
     with pytest.raises(ConfigError, match="unknown option"):
         checked(f"--runner={runner}", "--checkpointing_interval=5000")   # only portable runners pass flags on
+
+
+def flag(args: list[str], name: str) -> list[str]:
+    return [a.partition("=")[2] for a in args if a.startswith(f"{name}=")]
+
+
+@pytest.mark.parametrize("runner", ["flink", "FlinkRunner"])
+def test_flink_uses_the_locally_built_job_server_jar(runner: str, local_jars: dict[str, Path]) -> None:
+    assert flag(with_runner_defaults([f"--runner={runner}"]), "--flink_job_server_jar") == [str(local_jars["flink"])]
+    # A jar or a running job server the user names wins.
+    assert flag(with_runner_defaults(["--runner=FlinkRunner", "--flink_job_server_jar=/my.jar"]),
+                "--flink_job_server_jar") == ["/my.jar"]
+    assert flag(with_runner_defaults(["--runner=FlinkRunner", "--job_endpoint=jobs:8099"]), "--flink_job_server_jar") == []
+
+
+def test_flink_without_a_local_jar_says_how_to_build_one(local_jars: dict[str, Path]) -> None:
+    local_jars["flink"].unlink()
+    with pytest.raises(ConfigError, match=r"run `make flink-jar` to build it, or pass --flink_job_server_jar"):
+        with_runner_defaults(["--runner=FlinkRunner"])
+
+
+def test_java_kafka_io_uses_the_jars_of_the_kafka_build(local_jars: dict[str, Path]) -> None:
+    args = with_runner_defaults(["--runner=FlinkRunner", "--kafka_io", "java"])
+    assert flag(args, "--flink_job_server_jar") == [str(local_jars["kafka_job_server"])]
+    assert flag(args, "--kafka_expansion_service") == [str(local_jars["expansion"])]
+    local_jars["expansion"].unlink()
+    with pytest.raises(ConfigError, match="make kafka-expansion-jar"):
+        with_runner_defaults(["--runner=FlinkRunner", "--kafka_io=java"])
+    assert flag(with_runner_defaults(["--runner=FlinkRunner", "--kafka_io=java", "--kafka_expansion_service=host:1"]),
+                "--kafka_expansion_service") == ["host:1"]
+
+
+def test_flink_streaming_bundles_last_at_most_the_batch_wait() -> None:
+    streaming = ["--runner=FlinkRunner", "--streaming", "--checkpointing_interval=5000"]
+    assert flag(checked(*streaming), "--max_bundle_time_mills") == ["2000"]   # the --max_batch_wait default
+    assert flag(checked(*streaming, "--max_batch_wait=0.25"), "--max_bundle_time_mills") == ["250"]
+    assert flag(checked(*streaming, "--max_bundle_time_mills=40"), "--max_bundle_time_mills") == ["40"]
+    assert flag(checked("--runner=FlinkRunner"), "--max_bundle_time_mills") == []   # a drain's bundles end with its reads
