@@ -46,7 +46,7 @@ from transforms.kafka.java_io import (
     java_consumer_config,
 )
 from transforms.kafka.lag import LagProbe
-from transforms.kafka.read import ReadFromKafka
+from transforms.kafka.read import ReadFromKafka, ReadSettings
 from transforms.kafka.write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
 from transforms.outputs import to_record
@@ -77,7 +77,8 @@ class EnrichPayments(beam.PTransform):
         o = self._opts
         java = expansion_service(o.kafka_expansion_service) if o.kafka_io == "java" else None
         if java is None:
-            reader = ReadFromKafka(self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records)
+            reader = ReadFromKafka(self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records,
+                                   settings=ReadSettings(max_open_consumers=o.max_open_consumers))
         else:
             reader = ReadFromKafkaJava(self._conn, o.input_topic, java,
                                        max_records=None if self._streaming else o.max_records)

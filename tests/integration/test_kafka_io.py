@@ -373,6 +373,30 @@ def test_reader_consumers_use_the_memory_caps(
         assert config["enable.auto.offset.store"] is False
 
 
+def test_partitions_beyond_the_open_consumer_cap_share_consumers(
+        bootstrap_servers: str, kafka_topic, conn: KafkaConnection,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """12 partitions, 2 consumers: each re-assigned from one partition to the next, and
+    every record still read once, every partition committed to its end."""
+    opened: list[dict] = []
+    real_consumer = kafka_read.Consumer
+
+    def counting_consumer(config: dict):
+        opened.append(config)
+        return real_consumer(config)
+
+    monkeypatch.setattr(kafka_read, "Consumer", counting_consumer)
+    source, sink = kafka_topic(12, "in"), kafka_topic(1, "out")
+    sent = produce(bootstrap_servers, source, 3000, partitions=12)
+
+    counters = drain(conn, source, sink, settings=ReadSettings(max_records_per_call=100, max_open_consumers=2))
+
+    assert len(opened) == 1 + 2   # the planner + the capped pool (one reader instance on the FnApiRunner)
+    assert counters["kafka_read/records"] == 3000
+    assert values_of(bootstrap_servers, sink) == Counter(sent)
+    assert committed_offsets(bootstrap_servers, conn.group_id, source) == end_offsets(bootstrap_servers, source)
+
+
 def test_unbounded_read_checkpoints_idles_with_a_delay_and_advances_the_watermark(
         bootstrap_servers: str, kafka_topic, conn: KafkaConnection) -> None:
     """The streaming path, driven like a runner would: process, checkpoint, resume."""

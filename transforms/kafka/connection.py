@@ -59,11 +59,22 @@ class KafkaConnection:
     group_id: str | None = None
     security: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
-    # Consumer pre-fetch caps (per consumer; the reader has one per partition).
+    # Consumer pre-fetch caps (per consumer; a reader keeps up to ReadSettings.max_open_consumers).
     queued_max_messages_kbytes: int = 2048
     queued_min_messages: int = 1000
     fetch_max_bytes: int = 2 * 1024 * 1024
     max_partition_fetch_bytes: int = 1024 * 1024
+    # How long a consumer whose pre-fetch queue filled up waits before it
+    # fetches again. librdkafka's default (1,000 ms) stalls a pooled consumer
+    # for a second each time it is re-assigned to another partition.
+    fetch_queue_backoff_ms: int = 10
+    # How long the broker holds a fetch for a partition with nothing new. A
+    # consumer re-assigned from a caught-up partition waits for that fetch to
+    # return first: at the default 500 ms, 128 partitions on 8 consumers drained
+    # at 0.40 of the 8-partition rate, at 100 ms 0.77, at 50 ms 0.85-0.91. The price: an
+    # idle consumer sends 20 empty fetches a second (raise it with --kafka_property
+    # fetch.wait.max.ms=500 when partitions <= --max_open_consumers).
+    fetch_wait_max_ms: int = 50
     # Producer queue caps: a full queue raises BufferError = backpressure.
     linger_ms: int = 5
     queue_buffering_max_kbytes: int = 16 * 1024
@@ -124,6 +135,8 @@ def consumer_config(conn: KafkaConnection) -> dict[str, object]:
         "queued.min.messages": conn.queued_min_messages,
         "fetch.max.bytes": conn.fetch_max_bytes,
         "max.partition.fetch.bytes": conn.max_partition_fetch_bytes,
+        "fetch.queue.backoff.ms": conn.fetch_queue_backoff_ms,
+        "fetch.wait.max.ms": conn.fetch_wait_max_ms,
     })
     config.update(conn.properties)
     return config

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -84,10 +85,14 @@ class ReadSettings:
     # The watermark trails the newest message timestamp (or now, when idle) by
     # this much, so mildly out-of-order producer timestamps are not late.
     watermark_slack_s: float = 5.0
+    # Consumers a reader instance keeps open (each has its own threads, broker
+    # connections and pre-fetch queue). More partitions than this share them:
+    # the least recently read one is re-assigned, which costs one fetch.
+    max_open_consumers: int = 8
 
     def __post_init__(self) -> None:
-        if self.max_records_per_call < 1 or self.poll_batch < 1:
-            raise ValueError("max_records_per_call and poll_batch must be >= 1")
+        if min(self.max_records_per_call, self.poll_batch, self.max_open_consumers) < 1:
+            raise ValueError("max_records_per_call, poll_batch and max_open_consumers must be >= 1")
 
 
 def plan_stops(specs: Sequence[PartitionSpec], max_records: int | None) -> list[PartitionSpec]:
@@ -193,7 +198,8 @@ class _PartitionRestrictions(RestrictionProvider):
 @dataclass
 class _CachedConsumer:
     consumer: Consumer
-    # Offset the consumer returns next, or None when it must be re-positioned.
+    # Offset the consumer returns next for the partition it is keyed by, or None
+    # when it must be re-positioned.
     position: int | None = None
 
 
@@ -219,16 +225,17 @@ class _ReadPartitionFn(beam.DoFn):
     def __init__(self, conn: KafkaConnection, settings: ReadSettings) -> None:
         self._conn = conn
         self._settings = settings
-        self._consumers: dict[tuple[str, int], _CachedConsumer] = {}
+        # Most recently read partition last; at most settings.max_open_consumers.
+        self._consumers: OrderedDict[tuple[str, int], _CachedConsumer] = OrderedDict()
         self._slack = Duration(settings.watermark_slack_s)
 
     def setup(self) -> None:
-        self._consumers = {}
+        self._consumers = OrderedDict()
 
     def teardown(self) -> None:
         for cached in self._consumers.values():
             cached.consumer.close()
-        self._consumers = {}
+        self._consumers = OrderedDict()
 
     def process(
         self,
@@ -277,8 +284,15 @@ class _ReadPartitionFn(beam.DoFn):
     def _consumer_at(self, spec: PartitionSpec, start: int) -> _CachedConsumer:
         key = (spec.topic, spec.partition)
         cached = self._consumers.get(key)
-        if cached is None:
-            cached = _CachedConsumer(Consumer(consumer_config(self._conn)))
+        if cached is not None:
+            self._consumers.move_to_end(key)
+        elif len(self._consumers) < self._settings.max_open_consumers:
+            cached = self._consumers[key] = _CachedConsumer(Consumer(consumer_config(self._conn)))
+        else:
+            # Take over the least recently read partition's consumer: assign() below
+            # replaces its assignment (and drops that partition's pre-fetched records).
+            _, cached = self._consumers.popitem(last=False)
+            cached.position = None
             self._consumers[key] = cached
         if cached.position != start:
             # assign() (re)sets the fetch position; it drops the pre-fetched queue.
