@@ -83,7 +83,7 @@ class Bench:
         self.bootstrap, self.url, self.batch_size = bootstrap, scoring_url, batch_size
         self._n = 0
 
-    def _topics(self, name: str, events: int, partitions: int) -> str:
+    def topics(self, name: str, events: int, partitions: int) -> str:
         self._n += 1
         base = f"{name}-{self._n}"
         create_topic(self.bootstrap, f"{base}-in", partitions)
@@ -93,18 +93,21 @@ class Bench:
         return base
 
     def pass_through(self, events: int, partitions: int = 4) -> dict[str, float]:
-        base = self._topics("pass", events, partitions)
+        base = self.topics("pass", events, partitions)
         return measured([sys.executable, "-c", PASS_THROUGH, self.bootstrap, f"{base}-in", f"{base}-out",
                          f"g-{base}", FNAPI], self.bootstrap, [f"{base}-out"])
 
+    def job_args(self, base: str) -> list[str]:
+        """The enrichment drain's options over the topics `topics` made for `base`."""
+        return [f"--bootstrap_servers={self.bootstrap}", f"--input_topic={base}-in", f"--output_topic={base}-out",
+                f"--dlq_topic={base}-dlq", f"--group_id=g-{base}", f"--scoring_url={self.url}",
+                f"--batch_size={self.batch_size}", "--max_in_flight=32", "--initial_rate=10000",
+                "--progress_interval=0", "--drain_chunk=0"]
+
     def enrich(self, events: int, partitions: int = 4, runner: list[str] | None = None) -> dict[str, float]:
-        base = self._topics("enrich", events, partitions)
-        job = [f"--bootstrap_servers={self.bootstrap}", f"--input_topic={base}-in", f"--output_topic={base}-out",
-               f"--dlq_topic={base}-dlq", f"--group_id=g-{base}", f"--scoring_url={self.url}",
-               f"--batch_size={self.batch_size}", "--max_in_flight=32", "--initial_rate=10000",
-               "--progress_interval=0", "--drain_chunk=0"]
-        return measured([sys.executable, "-m", "pipelines.enrich_payments", *(runner or [FNAPI]), *job],
-                        self.bootstrap, [f"{base}-out", f"{base}-dlq"])
+        base = self.topics("enrich", events, partitions)
+        return measured([sys.executable, "-m", "pipelines.enrich_payments", *(runner or [FNAPI]),
+                         *self.job_args(base)], self.bootstrap, [f"{base}-out", f"{base}-dlq"])
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
