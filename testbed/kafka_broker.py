@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import psutil
+
+from testbed.local_ports import free_ports, port_open
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -123,24 +124,6 @@ def fetch_jars(lib_dir: Path = LIB_DIR, version: str = KAFKA_VERSION) -> bool:
 
 
 # ---- broker ----------------------------------------------------------------------------
-
-def free_ports(count: int) -> list[int]:
-    """Distinct currently-free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
 
 def _cluster_id() -> str:
     """A Kafka Uuid (22-char URL-safe base64); Kafka never issues ids starting with '-'."""
@@ -291,7 +274,7 @@ class KafkaBroker:
         if not jars_present(self.lib_dir):
             raise BrokerError(f"Kafka jars missing in {self.lib_dir}: run `make kafka-jars` (python -m testbed.kafka_broker fetch)")
         for port in (self.port, self.controller_port):
-            if _port_open(port):
+            if port_open(port):
                 raise BrokerError(f"port {port} on 127.0.0.1 is already in use")
         began = time.monotonic()
         self._write_config()
@@ -325,7 +308,7 @@ class KafkaBroker:
                 raise BrokerError(f"Kafka exited with code {code} during startup; {self.log_path} tail:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise BrokerError(f"Kafka not ready on {self.bootstrap_servers} after {timeout:.0f} s; log tail:\n{self.log_tail()}")
-            if _port_open(self.port):  # a client made earlier would sit in librdkafka's reconnect backoff
+            if port_open(self.port):  # a client made earlier would sit in librdkafka's reconnect backoff
                 admin = admin or admin_client(self.bootstrap_servers)
                 try:
                     if admin.list_topics(timeout=2).brokers and group_coordinator_ready(self.bootstrap_servers):

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 from testbed.cached_build import build_main
+from testbed.local_ports import NotListening, free_ports, wait_listening
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO_ROOT / ".cache" / "nginx"
@@ -54,12 +53,6 @@ def fetch(force: bool = False, binary: Path = BINARY) -> Path:
             if unpacked.returncode != 0 or not binary.is_file():
                 raise NginxError(f"dpkg -x {debs[0].name} failed: {unpacked.stderr.strip()[-300:]}")
     return binary
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def config(prefix: Path, port: int, upstream: str, rate_rps: float, burst: int) -> str:
@@ -101,7 +94,7 @@ class NginxLimiter:
 
     def __init__(self, upstream: str, rate_rps: float = 200.0, burst: int = 10) -> None:
         self.upstream, self.rate_rps, self.burst = upstream, rate_rps, burst
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         self._dir = Path(tempfile.mkdtemp(prefix="nginx-limiter-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -116,16 +109,12 @@ class NginxLimiter:
         log = (self._dir / "stdout.log").open("wb")
         self._proc = subprocess.Popen([str(binary), "-p", str(self._dir), "-c", str(conf)], stdout=log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise NginxError(f"nginx exited {self._proc.returncode}: {self.log_tail()}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.05)
-        self.stop()
-        raise NginxError(f"nginx not listening on {self.port} after {READY_TIMEOUT_S:.0f} s: {self.log_tail()}")
+        try:
+            wait_listening(self._proc, self.port, READY_TIMEOUT_S)
+        except NotListening as exc:
+            self.stop()
+            raise NginxError(f"nginx {exc}: {self.log_tail()}") from None
+        return self
 
     def log_tail(self) -> str:
         path = self._dir / "error.log"

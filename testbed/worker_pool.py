@@ -11,25 +11,19 @@ on the pool's PATH, or its workers would start a Python without the project.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
+
+from testbed.local_ports import NotListening, free_ports, wait_listening
 
 READY_TIMEOUT_S = 30.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class WorkerPool:
     def __init__(self, log_path: Path | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_ports(1)[0]
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -43,16 +37,12 @@ class WorkerPool:
         out = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
                                        f"--service_port={self.port}"], env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"worker pool exited with {self._proc.returncode}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"worker pool not listening on {self.port} after {READY_TIMEOUT_S:.0f} s")
+        try:
+            wait_listening(self._proc, self.port, READY_TIMEOUT_S, poll_s=0.2)
+        except NotListening as exc:
+            self.stop()
+            raise RuntimeError(f"worker pool {exc}") from None
+        return self
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

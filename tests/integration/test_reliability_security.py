@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.enrich_payments import run
 from testbed.kafka_admin import consume_all
-from testbed.kafka_broker import free_ports
+from testbed.local_ports import free_ports
 from testbed.produce import produce_events
 from tests.integration.reliability_support import fully_committed, job_args, make_topics, run_job, txn_ids
 

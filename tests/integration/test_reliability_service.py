@@ -13,7 +13,7 @@ import requests
 
 from pipelines.enrich_payments import run
 from testbed.kafka_admin import consume_all
-from testbed.kafka_broker import free_ports
+from testbed.local_ports import free_ports
 from testbed.produce import produce_events
 from testbed.scoring_process import ScoringServiceProcess, service_args
 from tests.integration.reliability_support import JobProcess, fully_committed, job_args, make_topics, txn_ids, wait_for
