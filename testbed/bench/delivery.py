@@ -49,7 +49,7 @@ def _topics(bootstrap: str, name: str, partitions: int = 4) -> dict[str, str]:
 def _job(bootstrap: str, topics: dict[str, str], url: str, *extra: str) -> list[str]:
     return [f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}", f"--output_topic={topics['out']}",
             f"--dlq_topic={topics['dlq']}", f"--group_id=g-{topics['in']}", f"--scoring_url={url}",
-            "--max_in_flight=32", "--initial_rate=10000", "--progress_interval=0", "--drain_chunk=0", *extra]
+            "--max_in_flight=32", "--initial_rate=10000", "--progress_interval=0", *extra]
 
 
 def drains(bootstrap: str, url: str, events: int) -> dict[str, dict]:
@@ -60,7 +60,7 @@ def drains(bootstrap: str, url: str, events: int) -> dict[str, dict]:
             produce_events(bootstrap, topics["in"], count=events, seed=1, keep_ids=False)
             out[f"batch{batch}_{delivery}"] = measured(
                 [sys.executable, "-m", "pipelines.enrich_payments", FNAPI,
-                 *_job(bootstrap, topics, url, f"--batch_size={batch}", f"--delivery={delivery}")],
+                 *_job(bootstrap, topics, url, f"--batch_size={batch}", f"--delivery={delivery}", "--drain_chunk=0")],
                 bootstrap, [topics["out"], topics["dlq"]])
     return out
 
@@ -74,20 +74,21 @@ class VisibilityStamp(threading.Thread):
                                    "isolation.level": "read_committed", "auto.offset.reset": "earliest",
                                    "enable.auto.commit": False, "fetch.wait.max.ms": 20})
         self._consumer.subscribe([topic])
-        self.latencies_ms: list[float] = []
-        self._stop = threading.Event()
+        self.latency_ms: dict[str, float] = {}  # txn_id -> event time to visible
+        self._done = threading.Event()  # not `_stop`: Thread has a method of that name
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             for msg in self._consumer.consume(500, timeout=0.1):
                 if msg.error() is None:
                     seen = time.time()
-                    event_time = datetime.fromisoformat(json.loads(msg.value())["event_time"].replace("Z", "+00:00"))
-                    self.latencies_ms.append((seen - event_time.timestamp()) * 1000)
+                    out = json.loads(msg.value())
+                    event_time = datetime.fromisoformat(out["event_time"].replace("Z", "+00:00"))
+                    self.latency_ms.setdefault(out["txn_id"], (seen - event_time.timestamp()) * 1000)
         self._consumer.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(10)
 
 
@@ -100,17 +101,23 @@ def flink_latency(bootstrap: str, url: str, rate: float, seconds: float, deliver
     result = launch(["--runner=FlinkRunner", f"--flink_job_server_jar={build_flink_jar()}", "--flink_master=[local]",
                      f"--flink_version={FLINK_MINOR}", "--environment_type=LOOPBACK", "--parallelism=1",
                      "--streaming", f"--checkpointing_interval={interval_ms}",
-                     *_job(bootstrap, topics, url, "--batch_size=10", f"--delivery={delivery}")[:-1]])
+                     *_job(bootstrap, topics, url, "--batch_size=10", f"--delivery={delivery}")])
     try:
-        time.sleep(20)   # start-up, so the measured events meet a running job
-        produce_events(bootstrap, topics["in"], rate_per_s=rate, duration_s=seconds, seed=2)
+        # Warm-up events until one is visible, so the measured ones meet a running job.
+        deadline = time.monotonic() + 180
+        while not stamp.latency_ms and time.monotonic() < deadline:
+            produce_events(bootstrap, topics["in"], count=10, seed=3)
+            time.sleep(2)
+        if not stamp.latency_ms:
+            raise RuntimeError(f"Flink job ({delivery}, checkpoints {interval_ms} ms) wrote nothing in 180 s")
+        measured_ids = produce_events(bootstrap, topics["in"], rate_per_s=rate, duration_s=seconds, seed=2).txn_ids
         time.sleep(max(10.0, 3 * interval_ms / 1000))
     finally:
         result.cancel()
         stamp.stop()
-    lat = stamp.latencies_ms
-    return {"outputs": len(lat), "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-            "max_ms": max(lat) if lat else None}
+    lat = [stamp.latency_ms[t] for t in measured_ids if t in stamp.latency_ms]
+    return {"produced": len(measured_ids), "visible": len(lat), "p50_ms": percentile(lat, 50),
+            "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, KafkaBroker(Path(tmp) / "kafka", stop_with_parent=True) as broker, \
             ScoringServiceProcess(service_args(rate=1_000_000, burst=1_000_000, max_concurrency=1000)) as service:
         report["drains"] = drains(broker.bootstrap_servers, service.url, args.events)
+        print(json.dumps(report["drains"], indent=2), flush=True)
         if args.flink:
             report["flink_latency"] = {f"{delivery}_checkpoint_{ms}ms": flink_latency(
                 broker.bootstrap_servers, service.url, args.rate, args.seconds, delivery, ms)

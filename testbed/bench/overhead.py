@@ -6,16 +6,20 @@ same run, against a fast scoring service that never limits.
                                      [--partitions 8,32,128] [--out overhead.json]
 
 Each drain runs in its own process over its own copy of the backlog. Figures per run:
-wall time and the process's CPU time (start-up included), peak RSS and threads, and the
-*steady* events/s - outputs ÷ the span between the first and the last output's Kafka
-timestamp, which leaves process and pipeline start-up out. The ratio the README quotes is
-steady enrichment ÷ steady pass-through; the whole-process ratio of a 30,000-event drain
-is run beside it. `--flink` adds the enrichment drain on Flink embedded at parallelism 1
-and 2, `--partitions` the enrichment drain over topics of that many partitions.
+wall time, CPU time of the process tree and events per CPU-second (start-up included),
+seconds to the first output, peak RSS (the launcher's, and its children's: the JVMs on
+Flink) and threads, and the *steady* events/s - outputs ÷ the span between the first and
+the last output's Kafka timestamp, which leaves process and pipeline start-up out. The
+ratio the README quotes is steady enrichment ÷ steady pass-through; the whole-process
+ratio of a 30,000-event drain is run beside it. `--flink` adds the enrichment drain on
+Flink embedded at parallelism 1 and 2, and both Kafka backends (`--kafka_io=python|java`)
+on Flink over `--kafka_io_events`; `--partitions` the enrichment drain over topics of that
+many partitions.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -31,6 +35,7 @@ from testbed.flink_jobserver import FLINK_MINOR
 from testbed.flink_jobserver import build as build_flink_jar
 from testbed.kafka_admin import consume_all, create_topic
 from testbed.kafka_broker import KafkaBroker
+from testbed.kafka_expansion import build as build_kafka_jars
 from testbed.produce import produce_events
 from testbed.scoring_process import ScoringServiceProcess, service_args
 
@@ -55,16 +60,35 @@ with beam.Pipeline(options=PipelineOptions(sys.argv[5:])) as p:
 """
 
 
+def _tree(ps: psutil.Process) -> list[psutil.Process]:
+    """The launcher and its live children (Flink's job server JVM is one)."""
+    return [ps, *ps.children(recursive=True)]
+
+
 def measured(cmd: list[str], bootstrap: str, outputs: list[str]) -> dict[str, float]:
-    """Runs a drain process to its end: wall, CPU, peak RSS and threads, and steady events/s."""
-    started = time.monotonic()
+    """Runs a drain process to its end: wall, CPU, peak RSS and threads, and steady events/s.
+
+    RSS and threads are the launcher's (where the Python SDK harness runs with
+    LOOPBACK); `peak_children_rss_mb` is the sum over its child processes (the
+    JVMs on Flink); CPU counts the whole tree.
+    """
+    started, started_at = time.monotonic(), time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
-    peak_rss = peak_threads = 0
+    peak_rss = peak_children = peak_threads = 0
+    cpu_s = 0.0  # the last reading before the process ended (at most one poll short)
     while proc.poll() is None:
         try:
             peak_rss = max(peak_rss, ps.memory_info().rss)
             peak_threads = max(peak_threads, ps.num_threads())
+            tree, children_rss = _tree(ps), 0
+            cpu_s = 0.0
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    t = p.cpu_times()
+                    cpu_s += t.user + t.system
+                    children_rss += p.memory_info().rss if p is not ps else 0
+            peak_children = max(peak_children, children_rss)
         except psutil.NoSuchProcess:
             break
         time.sleep(0.2)
@@ -74,7 +98,10 @@ def measured(cmd: list[str], bootstrap: str, outputs: list[str]) -> dict[str, fl
     times = sorted(r.timestamp for topic in outputs for r in consume_all(bootstrap, topic, timeout=300))
     steady = (len(times) - 1) / ((times[-1] - times[0]) / 1000) if len(times) > 1 and times[-1] > times[0] else None
     return {"wall_s": round(wall, 2), "outputs": len(times), "steady_events_per_s": steady and round(steady),
-            "whole_process_events_per_s": round(len(times) / wall), "peak_rss_mb": round(peak_rss / 2**20, 1),
+            "whole_process_events_per_s": round(len(times) / wall),
+            "first_output_s": round(times[0] / 1000 - started_at, 1) if times else None,
+            "cpu_s": round(cpu_s, 2), "events_per_cpu_s": round(len(times) / cpu_s) if cpu_s else None,
+            "peak_rss_mb": round(peak_rss / 2**20, 1), "peak_children_rss_mb": round(peak_children / 2**20, 1),
             "peak_threads": peak_threads}
 
 
@@ -128,11 +155,19 @@ def run(args: argparse.Namespace) -> dict:
         for partitions in args.partitions:
             runs[f"enrich_fnapi_{partitions}_partitions"] = bench.enrich(args.events, partitions)
         if args.flink:
+            flink = ["--runner=FlinkRunner", "--flink_master=[local]", f"--flink_version={FLINK_MINOR}",
+                     "--environment_type=LOOPBACK"]
             jar = build_flink_jar()
             for parallelism in (1, 2):
-                runs[f"enrich_flink_p{parallelism}"] = bench.enrich(args.events, runner=[
-                    "--runner=FlinkRunner", f"--flink_job_server_jar={jar}", "--flink_master=[local]",
-                    f"--flink_version={FLINK_MINOR}", "--environment_type=LOOPBACK", f"--parallelism={parallelism}"])
+                runs[f"enrich_flink_p{parallelism}"] = bench.enrich(
+                    args.events, runner=[*flink, f"--flink_job_server_jar={jar}", f"--parallelism={parallelism}"])
+            # Both Kafka backends over the same small backlog: a KafkaIO drain runs in chunks of
+            # < 10,000 records, each a Flink job of its own, so a large one measures start-ups.
+            jars = build_kafka_jars()
+            for kafka_io, server in (("python", str(jar)), ("java", str(jars.job_server))):
+                runs[f"enrich_flink_p1_kafka_io_{kafka_io}"] = bench.enrich(args.kafka_io_events, runner=[
+                    *flink, f"--flink_job_server_jar={server}", "--parallelism=1", f"--kafka_io={kafka_io}",
+                    f"--kafka_expansion_service={jars.expansion_service}"])
     report["enrich_over_pass_through_steady"] = _ratio(runs["enrich_fnapi"]["steady_events_per_s"],
                                                        runs["pass_through_fnapi"]["steady_events_per_s"])
     report[f"enrich_over_pass_through_whole_process_{WHOLE_PROCESS_EVENTS}"] = _ratio(
@@ -142,10 +177,12 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def text(report: dict) -> str:
-    lines = [f"{'run':34s} {'steady ev/s':>12s} {'whole ev/s':>11s} {'wall s':>7s} {'RSS MB':>7s} {'threads':>8s}"]
+    lines = [f"{'run':38s} {'steady ev/s':>12s} {'whole ev/s':>11s} {'ev/CPU-s':>9s} {'1st out s':>9s} "
+             f"{'wall s':>7s} {'RSS MB':>7s} {'JVMs MB':>8s} {'threads':>8s}"]
     for name, r in report["runs"].items():
-        lines.append(f"{name:34s} {r['steady_events_per_s'] or '-':>12} {r['whole_process_events_per_s']:>11} "
-                     f"{r['wall_s']:>7} {r['peak_rss_mb']:>7} {r['peak_threads']:>8}")
+        lines.append(f"{name:38s} {r['steady_events_per_s'] or '-':>12} {r['whole_process_events_per_s']:>11} "
+                     f"{r['events_per_cpu_s'] or '-':>9} {r['first_output_s'] or '-':>9} {r['wall_s']:>7} "
+                     f"{r['peak_rss_mb']:>7} {r['peak_children_rss_mb']:>8} {r['peak_threads']:>8}")
     lines.append(f"enrichment / pass-through, steady ({report['events']:,} events): "
                  f"{report['enrich_over_pass_through_steady']}")
     key = f"enrich_over_pass_through_whole_process_{WHOLE_PROCESS_EVENTS}"
@@ -157,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--flink", action="store_true", help="also drain on Flink [local] at parallelism 1 and 2")
+    parser.add_argument("--flink", action="store_true", help="also drain on Flink [local] at parallelism 1 and 2, "
+                        "and with each Kafka backend (--kafka_io=python|java)")
+    parser.add_argument("--kafka_io_events", type=int, default=9_000, help="events of the Kafka backend comparison")
     parser.add_argument("--partitions", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
                         help="also drain topics of these partition counts, e.g. 8,32,128")
     parser.add_argument("--out", default=None, help="JSON results (default bench-results/overhead-<time>.json)")

@@ -96,3 +96,17 @@ def test_baselines_keep_the_scoring_contract(client, scoring_service) -> None:
     with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner") as p:
         out = p | beam.Create(items) | make_client(client, scoring_service.url, batch_size=3)
         assert_that(out, check)
+
+
+def test_overhead_and_delivery_drains_account_for_every_output(bootstrap_servers, scoring_service) -> None:
+    from testbed.bench.delivery import drains
+    from testbed.bench.overhead import Bench
+
+    run = Bench(bootstrap_servers, scoring_service.url, batch_size=50).enrich(2_000)
+    assert run["outputs"] == 2_000
+    assert run["steady_events_per_s"] > 0 and run["cpu_s"] > 0 and run["first_output_s"] > 0
+    assert run["peak_rss_mb"] > 50 and run["peak_threads"] > 1
+    by_delivery = drains(bootstrap_servers, scoring_service.url, events=300)
+    assert set(by_delivery) == {"batch1_at_least_once", "batch1_exactly_once",
+                                "batch100_at_least_once", "batch100_exactly_once"}
+    assert all(r["outputs"] == 300 for r in by_delivery.values())
