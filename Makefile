@@ -131,8 +131,8 @@ $(VENV)/.bench-installed: setup.py $(VENV)/.installed
 	$(PIP) install -q -e ".[bench]"
 	@touch $@
 
-bench: venv kafka-jars $(VENV)/.bench-installed ## Full benchmark: ours vs naive / pool+Retry / RequestResponseIO (~26 min), results in bench-results/<timestamp>/
+bench: venv kafka-jars $(VENV)/.bench-installed ## Full benchmark: ours vs naive / pool+Retry / RequestResponseIO (~30 min), results in bench-results/<timestamp>/
 	$(PY) -m testbed.bench $(BENCH_ARGS)
 
-bench-quick: venv kafka-jars $(VENV)/.bench-installed ## Short benchmark (< 5 min): same rates, shorter windows, fewer clients in S2/S3
+bench-quick: venv kafka-jars $(VENV)/.bench-installed ## Short benchmark (~7 min): same rates, shorter windows, fewer clients in S2/S3, S4 60 s
 	$(PY) -m testbed.bench --quick $(BENCH_ARGS)
