@@ -24,6 +24,7 @@ from types import TracebackType
 import grpc
 
 from testbed.cached_build import build_main, maven_shaded_jar
+from testbed.local_ports import terminate
 
 BEAM_VERSION = version("apache-beam")  # the jar must match the installed SDK exactly
 FLINK_MINOR = "1.19"
@@ -118,13 +119,7 @@ class JobServer:
         raise JobServerError(f"job server not listening on {self.endpoint} after {READY_TIMEOUT_S:.0f} s (log: {self.log_path})")
 
     def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc, timeout_s=20)
 
     def __enter__(self) -> JobServer:
         return self.start()

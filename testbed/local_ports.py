@@ -1,4 +1,5 @@
-"""Ports on 127.0.0.1 for the local stand-ins: pick free ones, wait until a process listens."""
+"""Ports and processes of the local stand-ins: pick free ports, wait until a process listens,
+stop it."""
 from __future__ import annotations
 
 import socket
@@ -38,3 +39,17 @@ def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout_s: float, p
             return
         time.sleep(poll_s)
     raise NotListening(f"not listening on {port} after {timeout_s:.0f} s")
+
+
+def terminate(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout_s`; the exit code (None if never started)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from testbed.cached_build import build_main
-from testbed.local_ports import NotListening, free_ports, wait_listening
+from testbed.local_ports import NotListening, free_ports, terminate, wait_listening
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO_ROOT / ".cache" / "nginx"
@@ -121,13 +121,7 @@ class NginxLimiter:
         return path.read_text(errors="replace")[-500:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc)
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> NginxLimiter:

@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 
+from testbed.local_ports import terminate
 from testbed.scoring.config import TOKEN_ENV
 from testbed.scoring.server import LISTENING
 
@@ -105,14 +106,7 @@ class ScoringServiceProcess:
         self._http.close()
         code = None
         if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-                    self._proc.wait()
-            code = self._proc.returncode
+            code = terminate(self._proc, timeout_s)
             if self._own_dir:
                 shutil.rmtree(self.log_dir, ignore_errors=True)
         return code

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-from testbed.local_ports import NotListening, free_ports, wait_listening
+from testbed.local_ports import NotListening, free_ports, terminate, wait_listening
 
 READY_TIMEOUT_S = 30.0
 
@@ -45,13 +45,7 @@ class WorkerPool:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc)
 
     def __enter__(self) -> WorkerPool:
         return self.start()
