@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import requests
 from testbed.bench.sampler import KafkaProbe, Sampler
 from testbed.bench.scenarios import OURS_MAX_IN_FLIGHT, S4_MAX_IN_FLIGHT, S4_SHARDS, Run, Scenario, all_scenarios
 from testbed.kafka_admin import create_topic, delete_topic
+from testbed.local_ports import terminate
 from testbed.produce import produce_events
 from testbed.scoring_process import ScoringServiceProcess, service_args
 
@@ -97,19 +97,6 @@ def _wait_first_request(service: ScoringServiceProcess, client: subprocess.Popen
     return None
 
 
-def _terminate(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> int | None:
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
     run_dir = out_dir / "runs" / run.key
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -166,9 +153,9 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
     finally:
         if sampler is not None:
             sampler.stop()
-        record["client_exit"] = _terminate(client)
+        record["client_exit"] = terminate(client)
         client_log.close()
-        _terminate(producer)
+        terminate(producer)
         if probe is not None:
             probe.close()
         service.stop()
