@@ -8,11 +8,14 @@ off with full jitter (honouring Retry-After) and retry when the budget allows.
 The life of a call is written once, as `steps()`: a generator that yields what
 to do next - `Sleep` (pacer), `Park` (backoff or an empty budget: a wait the
 end of an outage cuts short) or `ATTEMPT` - and receives each attempt's
-result. `call()` performs those steps with real threads, blocking the caller
-(that is how pressure travels upstream to the Kafka reader instead of piling
-work up in memory); the simulation in `testbed/sim` performs the same steps in
-simulated time. `tick()` moves the controllers on; the runtime's control
-thread calls it every tick, and `call()` also does after each attempt.
+result. Three drivers perform those steps: the scoring runtime as coroutines
+on its event loop (`transforms/scoring/runtime.py`), the simulation in
+`testbed/sim` in simulated time, and `call()` here, blocking the calling
+thread on every wait - the plain driver the unit tests use with a fake clock.
+Pressure travels upstream through `enter()`: a submitter blocks there while
+there is no room, so the Kafka reader stops instead of work piling up in
+memory. `tick()` moves the controllers on; the runtime's control thread calls
+it every tick, and `call()` also does after each attempt.
 
 How many calls may be outstanding is decided here too (`enter`/`leave`): up to
 `outstanding_factor` x the in-flight limit that are active (waiting for the

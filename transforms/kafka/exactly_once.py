@@ -54,7 +54,9 @@ _LOG = logging.getLogger(__name__)
 
 _TIMEOUT_S = 60.0
 _BACKPRESSURE_POLL_S = 0.05
-_FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+# How librdkafka reports a fenced (or dead) transactional producer; at produce() sometimes as plain _FATAL.
+_FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+                           KafkaError._FATAL})
 
 _RECORDS_WRITTEN = metrics.counter("records_written")
 _TRANSACTIONS = metrics.counter("transactions")
@@ -76,10 +78,9 @@ def transactional_id(group: str, topic: str, partition: int) -> str:
 
 
 def _fatal(exc: KafkaException) -> bool:
-    """Fenced, or the producer is dead: librdkafka reports a fenced transactional producer as
-    _FENCED, PRODUCER_FENCED or INVALID_PRODUCER_EPOCH, and at produce() sometimes as plain _FATAL."""
+    """Fenced, or the producer is dead (`_FENCED_CODES`)."""
     err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-    return err is not None and (err.fatal() or err.code() in _FENCED_CODES or err.code() == KafkaError._FATAL)
+    return err is not None and (err.fatal() or err.code() in _FENCED_CODES)
 
 
 @dataclass

@@ -103,7 +103,6 @@ class ScoreBatchesFn(beam.DoFn):
         self._policy = policy
         self._monitoring = monitoring
         self._runtime_factory = runtime_factory
-        self._max_events, self._max_bytes = policy.max_events, policy.max_bytes
         self._runtime: Runtime | None = None
         self._open: dict[int, _OpenBatch] = {}
         self._pending: deque[Future[BatchResult]] = deque()
@@ -128,12 +127,12 @@ class ScoreBatchesFn(beam.DoFn):
         if batch is None:
             batch = self._open[shard] = _OpenBatch()
         item_bytes = len(parsed.raw)
-        if batch.events and not self._policy.fits(len(batch.events), batch.nbytes, item_bytes):
+        if not self._policy.fits(len(batch.events), batch.nbytes, item_bytes):
             self._submit(shard, batch)
             batch = self._open[shard] = _OpenBatch()
         batch.events.append(parsed)
         batch.nbytes += item_bytes
-        if len(batch.events) >= self._max_events or batch.nbytes >= self._max_bytes:   # policy.full, inlined
+        if self._policy.full(len(batch.events), batch.nbytes):
             self._submit(shard, batch)
             del self._open[shard]
         if self._pending and self._pending[0].done():
