@@ -13,6 +13,8 @@ from typing import Any
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from transforms.kafka.connection import with_retries
+
 _OFFSET_INVALID = -1001  # librdkafka's "no committed offset"
 # Failures surface as exceptions; librdkafka's per-retry connect logs would only add noise.
 QUIET = {"log_level": 0}
@@ -117,8 +119,13 @@ def _list_offsets(
 ) -> dict[int, int]:
     admin = admin_client(bootstrap)
     request = {TopicPartition(topic, p): spec for p in partition_ids(admin, topic, timeout)}
-    futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
-    return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    def once() -> dict[int, int]:
+        futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    # Right after create_topic the broker may not yet know itself as the leader.
+    return with_retries(once, timeout_s=timeout)
 
 
 def end_offsets(bootstrap: str, topic: str, committed_only: bool = False, timeout: float = 10.0) -> dict[int, int]:

@@ -38,13 +38,17 @@ _SECRET_KEY = re.compile(r"password|secret|jaas|token|credential|\.pem$",
                          re.IGNORECASE)
 _REDACTED = "***"
 
-# Group-coordinator errors a fresh broker returns while __consumer_offsets is
-# being created or loaded; librdkafka reports them to the caller.
-_COORDINATOR_CODES = frozenset({
+# Errors of a broker whose coordinator or partition leadership is still settling
+# (__consumer_offsets being created or loaded; a topic just created, whose
+# leader the broker's own metadata does not know yet); librdkafka reports them
+# to the caller without marking them retriable.
+_TRANSIENT_CODES = frozenset({
     KafkaError.NOT_COORDINATOR,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError._WAIT_COORD,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
 })
 
 
@@ -162,7 +166,7 @@ def redacted(config: Mapping[str, object]) -> dict[str, object]:
 
 
 def with_retries(call: Callable[[], T], timeout_s: float = 60.0) -> T:
-    """Run a blocking client call, retrying retriable/coordinator errors until `timeout_s`."""
+    """Run a blocking client call, retrying retriable and settling-broker errors until `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     delay = 0.1
     while True:
@@ -170,7 +174,7 @@ def with_retries(call: Callable[[], T], timeout_s: float = 60.0) -> T:
             return call()
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            transient = err is not None and (err.retriable() or err.code() in _COORDINATOR_CODES)
+            transient = err is not None and (err.retriable() or err.code() in _TRANSIENT_CODES)
             if not transient or time.monotonic() + delay > deadline:
                 raise
         time.sleep(delay)
