@@ -22,13 +22,29 @@ MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 _encode = msgspec.json.Encoder().encode
 
 
+class _Result(msgspec.Struct):
+    """A result's JSON document, fields in their order on the wire: the event's, then the verdict's."""
+    txn_id: str
+    account_id: str
+    card_id: str
+    merchant: str
+    amount: float
+    currency: str
+    event_time: str
+    score: float
+    decision: str
+    model_version: str
+    enrichment_latency_ms: float
+    attempts: int
+    scored_at_ms: int
+
+
 def result_record(scored: ScoredEvent, topic: str) -> OutboundRecord:
-    doc: dict[str, Any] = scored.parsed.event.to_dict()
-    doc.update(score=scored.score, decision=scored.decision, model_version=scored.model_version,
-               enrichment_latency_ms=round(scored.enrichment_latency_ms, 3), attempts=scored.attempts,
-               scored_at_ms=int(time.time() * 1000))
-    txn_id = scored.parsed.event.txn_id
-    return OutboundRecord(topic, txn_id.encode(), _encode(doc), scored.parsed.source)
+    e = scored.parsed.event
+    doc = _Result(e.txn_id, e.account_id, e.card_id, e.merchant, e.amount, e.currency, e.event_time,
+                  scored.score, scored.decision, scored.model_version, round(scored.enrichment_latency_ms, 3),
+                  scored.attempts, int(time.time() * 1000))
+    return OutboundRecord(topic, e.txn_id.encode(), _encode(doc), scored.parsed.source)
 
 
 def dead_letter_record(letter: DeadLetter, topic: str) -> OutboundRecord:

@@ -7,6 +7,7 @@ every record into exactly one output and never fails the bundle.
 """
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections import defaultdict
@@ -26,6 +27,8 @@ from transforms.events import (
     ParseEvents,
     PaymentEvent,
     ScoredEvent,
+    _parse_document,
+    _plain_event,
     parse_event,
 )
 from transforms.kafka.records import KafkaRecord, OutboundRecord, SourcePosition
@@ -114,3 +117,28 @@ def test_the_parse_step_turns_every_record_into_one_output(items: list[tuple[byt
     outputs = sorted(_OUTPUTS.pop(run))
     assert [offset for offset, _, _ in outputs] == list(range(len(records)))
     assert all(kind == "ParsedEvent" or (kind == "DeadLetter" and reason) for _, kind, reason in outputs)
+
+
+def accepted_alike(value: bytes) -> None:
+    """The fast path accepts only what the general path accepts, and as the same event."""
+    fast = _plain_event(value)
+    if fast is not None:
+        assert _parse_document(value) == fast
+
+
+@FUZZ
+@given(st.one_of(events().map(lambda d: encoded(d[0])), one_field.map(encoded), message_values))
+def test_the_fast_path_accepts_only_what_the_general_path_accepts(value: bytes) -> None:
+    accepted_alike(value)
+
+
+def test_the_fast_path_takes_plain_events_and_leaves_the_rest_to_the_general_path() -> None:
+    plain = encoded(json.dumps(GOOD))
+    assert _plain_event(plain) == PaymentEvent(**GOOD)
+    for text in (json.dumps({**GOOD, "note": "x"}),                       # an extra name
+                 json.dumps(GOOD)[:-1] + ', "amount": 5000}',               # a repeated one
+                 json.dumps({**GOOD, "merchant": "caf\u00e9 \"x\""}),        # an escape
+                 json.dumps({**GOOD, "amount": 0}), json.dumps({**GOOD, "currency": "eur"}),
+                 json.dumps({**GOOD, "event_time": "yesterday"}), json.dumps({**GOOD, "card_id": "  "})):
+        assert _plain_event(encoded(text)) is None
+        accepted_alike(encoded(text))

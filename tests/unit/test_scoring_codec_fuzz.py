@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from tests.unit.json_text import FUZZ_EXAMPLES, deep, encoded, names, numbers, strings, values
 from transforms.events import encodable
-from transforms.scoring.codec import MAX_DECISION_CHARS, InvalidResponse, decode_response
+from transforms.scoring.codec import (
+    MAX_DECISION_CHARS,
+    InvalidResponse,
+    Verdict,
+    _general_verdicts,
+    _plain_verdicts,
+    decode_response,
+)
 
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -62,3 +69,32 @@ def test_any_answer_shape_is_verdicts_or_a_one_line_reason(answer: tuple[bytes, 
 @given(bodies, TXN_IDS)
 def test_any_body_is_verdicts_or_a_one_line_reason(body: bytes, txn_ids: list[str]) -> None:
     check(body, txn_ids)
+
+
+def accepted_alike(body: bytes, txn_ids: list[str]) -> None:
+    """The fast path accepts only what the general path accepts, with the same verdicts."""
+    fast = _plain_verdicts(body, txn_ids)
+    if fast is not None:
+        assert _general_verdicts(body, txn_ids) == fast
+
+
+@FUZZ
+@given(st.one_of(answers(), st.tuples(bodies, TXN_IDS)))
+def test_the_fast_path_accepts_only_what_the_general_path_accepts(answer: tuple[bytes, list[str]]) -> None:
+    accepted_alike(*answer)
+
+
+def test_the_fast_path_takes_plain_answers_and_leaves_the_rest_to_the_general_path() -> None:
+    item = {"txn_id": "t1", "score": 0.25, "decision": "approve", "model_version": "m1"}
+    assert _plain_verdicts(json.dumps({"results": [item]}).encode(), ["t1"]) == [Verdict(0.25, "approve", "m1")]
+    for body in ({"results": [item], "results ": 1}, {"results": [dict(item, txn_id="t2")]},
+                 {"results": [dict(item, score=True)]}, {"results": [dict(item, decision="")]},
+                 {"results": [dict(item, model_version="m" * 65)]}, {"results": [dict(item, decision="caf\u00e9")]}):
+        text = json.dumps(body)
+        accepted_alike(text.encode(), ["t1"])
+    plain = json.dumps(item)
+    for text in ('{"results":[' + plain + '],"results":7}',                  # the last name wins
+                 '{"results":[' + plain[:-1] + ',"score":1e999}]}',            # so does a score out of range
+                 '{"results":[' + json.dumps(dict(item, txn_id="t\\u0031")) + ']}'):  # an escape
+        assert _plain_verdicts(text.encode(), ["t1"]) is None
+        accepted_alike(text.encode(), ["t1"])
