@@ -78,7 +78,8 @@ class EnrichPayments(beam.PTransform):
         java = expansion_service(o.kafka_expansion_service) if o.kafka_io == "java" else None
         if java is None:
             reader = ReadFromKafka(self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records,
-                                   settings=ReadSettings(max_open_consumers=o.max_open_consumers))
+                                   settings=ReadSettings(max_open_consumers=o.max_open_consumers,
+                                                         max_records_per_call=o.max_records_per_read))
         else:
             reader = ReadFromKafkaJava(self._conn, o.input_topic, java,
                                        max_records=None if self._streaming else o.max_records)

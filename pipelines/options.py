@@ -62,6 +62,10 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--max_open_consumers", type=int, default=8,
                        help="Kafka consumers each reader instance keeps open; more partitions share them "
                             "(each consumer has its own threads, connections and a 2 MiB pre-fetch).")
+        g.add_argument("--max_records_per_read", type=int, default=10_000,
+                       help="Records a reader call takes from one partition before it self-checkpoints (also "
+                            "after 5 s), ending the bundle: larger bundles wait less at their ends, smaller "
+                            "ones commit more often and redo less after a failure.")
         g.add_argument("--kafka_io", choices=KAFKA_IO_CHOICES, default="python",
                        help="Kafka client: python (confluent-kafka, every runner) or java (Beam's KafkaIO, "
                             "FlinkRunner only; uses the jars of `make kafka-expansion-jar` unless "
@@ -162,7 +166,8 @@ def validate(opts: EnrichPaymentsOptions) -> None:
         if value is None or value <= 0:
             raise ConfigError(f"--{name} must be > 0 (got {value})")
 
-    for name in ("max_open_consumers", "num_shards", "batch_size", "max_batch_bytes", "max_batch_wait", "max_in_flight",
+    for name in ("max_open_consumers", "max_records_per_read", "num_shards", "batch_size", "max_batch_bytes",
+                 "max_batch_wait", "max_in_flight",
                  "initial_rate", "min_rate", "max_rate", "max_attempts", "batch_deadline", "request_timeout"):
         positive(name, getattr(opts, name))
     if not opts.min_rate <= opts.initial_rate <= opts.max_rate:

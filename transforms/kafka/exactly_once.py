@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.transforms.userstate import BagStateSpec
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -49,6 +48,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from transforms.kafka.connection import KafkaConnection, consumer_config, producer_config, with_retries
 from transforms.kafka.records import CommittedOffset, OffsetGap, OutboundRecord
 from transforms.monitoring import metrics
+from transforms.windowing import in_global_window
 
 _LOG = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class _TransactionalWriteFn(beam.DoFn):
         for p in list(self._partitions.values()):
             if p.in_txn:
                 for committed in self._commit(p):
-                    yield WindowedValue(committed, MIN_TIMESTAMP, [GlobalWindow()])
+                    yield in_global_window(committed, MIN_TIMESTAMP)
 
     # ---- one partition's producer and transactions ------------------------------------------------
 

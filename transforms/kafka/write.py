@@ -5,10 +5,16 @@ names its topic). Output: `OffsetAck`s for the *source* partitions, built only
 from records the broker acknowledged (acks=all, idempotent producer), so
 `CommitOffsets` can never commit past an output that was not written.
 Assumes one `OutboundRecord` per input record (its `source.covered` range is
-acknowledged as soon as that one record is delivered). An `OffsetGap` (offsets
-without a record, from the reader) has nothing to deliver and is acknowledged
-as it comes: the committer still only moves over a contiguous acknowledged run,
-so acknowledging a gap early never lets it pass a record that is not written.
+acknowledged once that record is delivered). An `OffsetGap` (offsets without a
+record, from the reader) has nothing to deliver and is acknowledged with the
+bundle's records.
+
+The producer reports failed deliveries only (`delivery.report.only.error`): a
+Python callback per delivered record was a tenth of the writer's CPU. Acks are
+emitted at the end of the bundle, after `flush()` has waited out every record
+of it: if nothing is left queued and no failure was reported, every record the
+bundle produced is on the broker, so the bundle's sources are acknowledged
+together; any failure fails the bundle instead (the runner retries it).
 """
 from __future__ import annotations
 
@@ -18,7 +24,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -27,6 +32,7 @@ from transforms.kafka.connection import KafkaConnection, producer_config
 from transforms.kafka.offset_ranges import OffsetRangeSet
 from transforms.kafka.records import OffsetAck, OffsetGap, OutboundRecord, SourcePosition
 from transforms.monitoring import metrics
+from transforms.windowing import in_global_window
 
 _LOG = logging.getLogger(__name__)
 
@@ -52,50 +58,51 @@ class _WriteFn(beam.DoFn):
         self._flush_timeout_s = flush_timeout_s
         self._encode = encode
         self._producer: Producer | None = None
-        # Bumped per bundle: callbacks of an abandoned bundle are ignored.
+        # Bumped per bundle: failure reports of an abandoned bundle are ignored.
         self._generation = 0
-        self._delivered: dict[tuple[str, int], OffsetRangeSet] = {}
+        self._on_failure: Callable[[KafkaError | None, Message], None] | None = None   # per bundle
+        self._sent: dict[tuple[str, int], OffsetRangeSet] = {}
         self._failures: list[str] = []
-        # Since the last ack emission (delivery callbacks run outside Beam's metric context,
-        # so they count here and the bundle thread bumps the metrics in batches).
-        self._delivered_records = 0
-        self._delivered_bytes = 0
+        self._sent_records = 0
+        self._sent_bytes = 0
         self._delivery_errors = 0
         self._since_poll = 0
 
     def start_bundle(self) -> None:
         if self._producer is None:
-            self._producer = Producer(producer_config(self._conn))
+            self._producer = Producer({**producer_config(self._conn), "delivery.report.only.error": True})
         self._generation += 1
-        self._delivered = {}
+        self._on_failure = functools.partial(self._report, self._generation)
+        self._sent = {}
         self._failures = []
-        self._delivered_records = self._delivered_bytes = self._delivery_errors = 0
+        self._sent_records = self._sent_bytes = self._delivery_errors = 0
         self._since_poll = 0
 
     def process(self, element: Any) -> Iterable[OffsetAck]:
         assert self._producer is not None
         record: OutboundRecord | OffsetGap = self._encode(element) if self._encode else element
         if isinstance(record, OffsetGap):
-            self._acknowledge(record.source)   # nothing to deliver: acknowledged with the bundle's records
+            self._sent_source(record.source)   # nothing to deliver: acknowledged with the bundle's records
             return ()
-        on_delivery = functools.partial(self._on_delivery, self._generation, record.source)
         while True:
             try:
                 self._producer.produce(record.topic, value=record.value, key=record.key,
-                                       on_delivery=on_delivery)
+                                       on_delivery=self._on_failure)
                 break
             except BufferError:
                 # Local queue full: wait for deliveries (backpressure, not loss).
                 self._producer.poll(_BACKPRESSURE_POLL_S)
             except KafkaException as exc:  # e.g. a record over message.max.bytes
                 raise KafkaWriteError(f"produce to {record.topic} failed: {exc}") from exc
+        self._sent_source(record.source)
+        self._sent_records += 1
+        self._sent_bytes += len(record.value) + len(record.key or b"")
         self._since_poll += 1
         if self._since_poll >= _POLL_EVERY:
-            # Serve delivery callbacks now and then, not per record (a tenth of the writer's CPU).
+            # Serve failure reports now and then, not per record.
             self._since_poll = 0
             self._producer.poll(0)
             self._raise_on_failures()
-            self._count_delivered()
         return ()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
@@ -107,38 +114,32 @@ class _WriteFn(beam.DoFn):
             self._failures.append(f"{undelivered} record(s) still queued after "
                                   f"{self._flush_timeout_s:g} s flush")
         self._raise_on_failures()
-        self._count_delivered()
-        delivered, self._delivered = self._delivered, {}
+        # Nothing queued, nothing failed: every record of the bundle is delivered.
+        _RECORDS_WRITTEN.inc(self._sent_records)
+        _BYTES_WRITTEN.inc(self._sent_bytes)
+        delivered, self._sent = self._sent, {}
         for (topic, partition), ranges in delivered.items():
             # Stamped now: the acks only travel on to the committer, in the global window.
-            yield WindowedValue(OffsetAck(topic, partition, ranges.ranges), Timestamp.now(), [GlobalWindow()])
+            yield in_global_window(OffsetAck(topic, partition, ranges.ranges), Timestamp.now())
 
     def teardown(self) -> None:
         if self._producer is not None:
             self._producer.flush(self._flush_timeout_s)
             self._producer = None
 
-    def _on_delivery(self, generation: int, source: SourcePosition,
-                     err: KafkaError | None, msg: Message) -> None:
-        if generation != self._generation:
+    def _report(self, generation: int, err: KafkaError | None, msg: Message) -> None:
+        """A failed delivery (the producer reports no others); runs inside poll() and flush()."""
+        if generation != self._generation or err is None:
             return
-        if err is not None:
-            self._delivery_errors += 1
-            self._failures.append(f"{msg.topic()}: {err.name()}: {err.str()}")
-            return
-        self._delivered_records += 1
-        self._delivered_bytes += len(msg.value() or b"") + len(msg.key() or b"")
-        self._acknowledge(source)
+        self._delivery_errors += 1
+        self._failures.append(f"{msg.topic()}: {err.name()}: {err.str()}")
 
-    def _acknowledge(self, source: SourcePosition) -> None:
+    def _sent_source(self, source: SourcePosition) -> None:
         key = (source.topic, source.partition)
-        self._delivered.setdefault(key, OffsetRangeSet()).add(*source.covered)
-
-    def _count_delivered(self) -> None:
-        _RECORDS_WRITTEN.inc(self._delivered_records)
-        _BYTES_WRITTEN.inc(self._delivered_bytes)
-        _DELIVERY_ERRORS.inc(self._delivery_errors)
-        self._delivered_records = self._delivered_bytes = self._delivery_errors = 0
+        ranges = self._sent.get(key)
+        if ranges is None:
+            ranges = self._sent[key] = OffsetRangeSet()
+        ranges.add(*source.covered)
 
     def _raise_on_failures(self) -> None:
         if not self._failures:

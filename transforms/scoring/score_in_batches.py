@@ -27,9 +27,7 @@ import apache_beam as beam
 from apache_beam.coders import BooleanCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.control.batching import BatchPolicy
 from transforms.events import DeadLetter, ParsedEvent, ScoredEvent
@@ -37,6 +35,7 @@ from transforms.monitoring import metrics
 from transforms.monitoring.config import MonitoringConfig
 from transforms.scoring.codec import REQUEST_OUTCOMES, dead_letters, outcome_bucket, scored_events
 from transforms.scoring.runtime import BatchResult, Runtime, RuntimeFactory, ScoringConfig, set_gauges, shared_runtime
+from transforms.windowing import in_global_window
 
 _BATCHES = metrics.counter("batches")
 _BATCH_SIZE = metrics.distribution("batch_size")
@@ -47,7 +46,6 @@ _SCORE_DEAD_LETTERS = metrics.counter("score_dead_letters")
 _REQUESTS = metrics.counter("requests")
 _REQUESTS_BY_OUTCOME = {outcome: _REQUESTS.bind(outcome=outcome) for outcome in REQUEST_OUTCOMES}
 _REQUEST_LATENCY_MS = metrics.distribution("request_latency_ms")
-_GLOBAL_WINDOWS = (GlobalWindow(),)   # one for every output: making one costs more than the output
 
 
 def shard_of(account_id: str, num_shards: int) -> int:
@@ -163,7 +161,7 @@ class ScoreBatchesFn(beam.DoFn):
             self._submit(shard, batch)
         self._open = {}
         for value, ts_ms in self._completed_with_timestamps(block=True):
-            yield WindowedValue(value, Timestamp(micros=ts_ms * 1000), _GLOBAL_WINDOWS)
+            yield in_global_window(value, Timestamp(micros=ts_ms * 1000))
         assert self._runtime is not None
         set_gauges(self._runtime.gauges())   # the live ones are sampled; Beam's report the last bundle's
 
