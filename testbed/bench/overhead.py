@@ -2,7 +2,7 @@
 pass-through Kafka→Kafka drain (same reader, writer and committer), on the same runner, in the
 same run, against a fast scoring service that never limits.
 
-    python -m testbed.bench.overhead [--events 200000] [--batch_size 100] [--flink]
+    python -m testbed.bench.overhead [--events 200000] [--batch_size 100] [--flink] [--stages]
                                      [--partitions 8,32,128] [--out overhead.json]
 
 Each drain runs in its own process over its own copy of the backlog. Figures per run:
@@ -14,7 +14,11 @@ ratio the README quotes is steady enrichment ÷ steady pass-through; the whole-p
 ratio of a 30,000-event drain is run beside it. `--flink` adds the enrichment drain on
 Flink embedded at parallelism 1 and 2, and both Kafka backends (`--kafka_io=python|java`)
 on Flink over `--kafka_io_events`; `--partitions` the enrichment drain over topics of that
-many partitions.
+many partitions. `--stages` adds two drains between the two ends - the pass-through with
+the parse step, and the enrichment job with a scoring runtime that answers at once
+(`testbed.bench.instant_scoring`) - so the difference between neighbours is the cost of
+parsing, of the Beam steps around scoring (batching, result encoding), and of the HTTP
+client with its event loop.
 """
 from __future__ import annotations
 
@@ -51,12 +55,24 @@ from transforms.kafka.read import ReadFromKafka
 from transforms.kafka.write import WriteToKafka
 from transforms.kafka.commit import CommitOffsets
 from transforms.kafka.records import OffsetGap, OutboundRecord
-bootstrap, source, sink, group = sys.argv[1:5]
+from transforms.events import DeadLetter, ParsedEvent, ParseEvents, SkippedOffsets
+bootstrap, source, sink, group, parse = sys.argv[1:6]
+
+def raw(r):
+    if isinstance(r, (OffsetGap, SkippedOffsets)):
+        return r if isinstance(r, OffsetGap) else r.gap
+    if isinstance(r, ParsedEvent):
+        return OutboundRecord(sink, r.event.txn_id.encode(), r.raw, r.source)
+    if isinstance(r, DeadLetter):
+        return OutboundRecord(sink, None, r.payload or b"", r.source)
+    return OutboundRecord(sink, r.key, r.value or b"", r.position)
+
 conn = KafkaConnection(bootstrap, group_id=group)
-with beam.Pipeline(options=PipelineOptions(sys.argv[5:])) as p:
-    (p | ReadFromKafka(conn, source, bounded=True)
-       | beam.Map(lambda r: r if isinstance(r, OffsetGap) else OutboundRecord(sink, r.key, r.value or b"", r.position))
-       | WriteToKafka(conn) | CommitOffsets(conn))
+with beam.Pipeline(options=PipelineOptions(sys.argv[6:])) as p:
+    records = p | ReadFromKafka(conn, source, bounded=True)
+    if parse == "parse":
+        records = records | ParseEvents()
+    records | beam.Map(raw) | WriteToKafka(conn) | CommitOffsets(conn)
 """
 
 
@@ -119,10 +135,11 @@ class Bench:
         produce_events(self.bootstrap, f"{base}-in", count=events, seed=1, keep_ids=False)
         return base
 
-    def pass_through(self, events: int, partitions: int = 4) -> dict[str, float]:
+    def pass_through(self, events: int, partitions: int = 4, parse: bool = False) -> dict[str, float]:
+        """Kafka -> Kafka, the records as they are (`parse`: through the parse step first)."""
         base = self.topics("pass", events, partitions)
         return measured([sys.executable, "-c", PASS_THROUGH, self.bootstrap, f"{base}-in", f"{base}-out",
-                         f"g-{base}", FNAPI], self.bootstrap, [f"{base}-out"])
+                         f"g-{base}", "parse" if parse else "raw", FNAPI], self.bootstrap, [f"{base}-out"])
 
     def job_args(self, base: str) -> list[str]:
         """The enrichment drain's options over the topics `topics` made for `base`."""
@@ -131,9 +148,10 @@ class Bench:
                 f"--batch_size={self.batch_size}", "--max_in_flight=32", "--initial_rate=10000",
                 "--progress_interval=0", "--drain_chunk=0"]
 
-    def enrich(self, events: int, partitions: int = 4, runner: list[str] | None = None) -> dict[str, float]:
+    def enrich(self, events: int, partitions: int = 4, runner: list[str] | None = None,
+               job: str = "pipelines.enrich_payments") -> dict[str, float]:
         base = self.topics("enrich", events, partitions)
-        return measured([sys.executable, "-m", "pipelines.enrich_payments", *(runner or [FNAPI]),
+        return measured([sys.executable, "-m", job, *(runner or [FNAPI]),
                          *self.job_args(base)], self.bootstrap, [f"{base}-out", f"{base}-dlq"])
 
 
@@ -150,6 +168,9 @@ def run(args: argparse.Namespace) -> dict:
         bench = Bench(broker.bootstrap_servers, service.url, args.batch_size)
         runs["pass_through_fnapi"] = bench.pass_through(args.events)
         runs["enrich_fnapi"] = bench.enrich(args.events)
+        if args.stages:
+            runs["parse_only_fnapi"] = bench.pass_through(args.events, parse=True)
+            runs["enrich_instant_scoring_fnapi"] = bench.enrich(args.events, job="testbed.bench.instant_scoring")
         runs[f"pass_through_fnapi_{WHOLE_PROCESS_EVENTS}"] = bench.pass_through(WHOLE_PROCESS_EVENTS)
         runs[f"enrich_fnapi_{WHOLE_PROCESS_EVENTS}"] = bench.enrich(WHOLE_PROCESS_EVENTS)
         for partitions in args.partitions:
@@ -170,6 +191,11 @@ def run(args: argparse.Namespace) -> dict:
                     f"--kafka_expansion_service={jars.expansion_service}"])
     report["enrich_over_pass_through_steady"] = _ratio(runs["enrich_fnapi"]["steady_events_per_s"],
                                                        runs["pass_through_fnapi"]["steady_events_per_s"])
+    if args.stages:
+        report["steady_us_per_event"] = {
+            name: round(1e6 / runs[run]["steady_events_per_s"], 1) if runs[run]["steady_events_per_s"] else None
+            for name, run in (("pass_through", "pass_through_fnapi"), ("parse_only", "parse_only_fnapi"),
+                              ("instant_scoring", "enrich_instant_scoring_fnapi"), ("enrichment", "enrich_fnapi"))}
     report[f"enrich_over_pass_through_whole_process_{WHOLE_PROCESS_EVENTS}"] = _ratio(
         runs[f"enrich_fnapi_{WHOLE_PROCESS_EVENTS}"]["whole_process_events_per_s"],
         runs[f"pass_through_fnapi_{WHOLE_PROCESS_EVENTS}"]["whole_process_events_per_s"])
@@ -187,6 +213,8 @@ def text(report: dict) -> str:
                  f"{report['enrich_over_pass_through_steady']}")
     key = f"enrich_over_pass_through_whole_process_{WHOLE_PROCESS_EVENTS}"
     lines.append(f"enrichment / pass-through, whole process ({WHOLE_PROCESS_EVENTS:,} events): {report[key]}")
+    if "steady_us_per_event" in report:
+        lines.append("steady us per event: " + ", ".join(f"{k} {v}" for k, v in report["steady_us_per_event"].items()))
     return "\n".join(lines)
 
 
@@ -196,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--flink", action="store_true", help="also drain on Flink [local] at parallelism 1 and 2, "
                         "and with each Kafka backend (--kafka_io=python|java)")
+    parser.add_argument("--stages", action="store_true", help="also drain with the parse step only, and with "
+                        "a scoring runtime that answers at once (what parsing, the Beam steps and HTTP each cost)")
     parser.add_argument("--kafka_io_events", type=int, default=9_000, help="events of the Kafka backend comparison")
     parser.add_argument("--partitions", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
                         help="also drain topics of these partition counts, e.g. 8,32,128")
