@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from transforms.events import DeadLetter, ScoredEvent, SkippedOffsets
+from transforms.events import DeadLetter, PaymentEvent, ScoredEvent, SkippedOffsets
 from transforms.kafka.records import OffsetGap, OutboundRecord
 
 # Dead letters keep at most this much of the original payload, so a hostile
@@ -22,15 +22,8 @@ MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 _encode = msgspec.json.Encoder().encode
 
 
-class _Result(msgspec.Struct):
-    """A result's JSON document, fields in their order on the wire: the event's, then the verdict's."""
-    txn_id: str
-    account_id: str
-    card_id: str
-    merchant: str
-    amount: float
-    currency: str
-    event_time: str
+class _Result(PaymentEvent, frozen=True):
+    """A result's JSON document: the event's fields, then the verdict's, in this order on the wire."""
     score: float
     decision: str
     model_version: str

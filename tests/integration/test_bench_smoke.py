@@ -102,8 +102,12 @@ def test_overhead_and_delivery_drains_account_for_every_output(bootstrap_servers
     from testbed.bench.delivery import drains
     from testbed.bench.overhead import Bench
 
-    run = Bench(bootstrap_servers, scoring_service.url, batch_size=50).enrich(2_000)
+    bench = Bench(bootstrap_servers, scoring_service.url, batch_size=50)
+    run = bench.enrich(2_000)
     assert run["outputs"] == 2_000
+    # The --stages drains between the two ends: the parse step only, and no HTTP.
+    assert bench.pass_through(2_000, parse=True)["outputs"] == 2_000
+    assert bench.enrich(2_000, job="testbed.bench.instant_scoring")["outputs"] == 2_000
     assert run["steady_events_per_s"] > 0 and run["cpu_s"] > 0 and run["first_output_s"] > 0
     assert run["peak_rss_mb"] > 50 and run["peak_threads"] > 1
     by_delivery = drains(bootstrap_servers, scoring_service.url, events=300)
