@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import (
     _BeamArgumentParser,  # the parser Beam itself uses
 )
 
+from transforms.kafka.read import ReadSettings
 from transforms.monitoring.config import MIN_INTERVAL_S
 
 # Runners whose job server contributes options Python cannot know in advance
@@ -62,7 +63,7 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--max_open_consumers", type=int, default=8,
                        help="Kafka consumers each reader instance keeps open; more partitions share them "
                             "(each consumer has its own threads, connections and a 2 MiB pre-fetch).")
-        g.add_argument("--max_records_per_read", type=int, default=10_000,
+        g.add_argument("--max_records_per_read", type=int, default=ReadSettings.max_records_per_call,
                        help="Records a reader call takes from one partition before it self-checkpoints (also "
                             "after 5 s), ending the bundle: larger bundles wait less at their ends, smaller "
                             "ones commit more often and redo less after a failure.")
