@@ -62,8 +62,10 @@ def test_streaming_on_flink_scores_events_as_they_arrive(flink_job_server_jar, b
         out_ids = wait_for_outputs(bootstrap_servers, topics, group, 5_000, timeout_s=300)
         assert sorted(out_ids) == sorted(produced.txn_ids)
         deadline = time.monotonic() + 60   # the last checkpoint commits the tail
-        while committed_offsets(bootstrap_servers, group, topics["in"]) != end_offsets(bootstrap_servers, topics["in"]):
-            assert time.monotonic() < deadline, "offsets were not committed after the outputs were written"
+        while (committed := committed_offsets(bootstrap_servers, group, topics["in"])) != \
+                (end := end_offsets(bootstrap_servers, topics["in"])):
+            assert time.monotonic() < deadline, \
+                f"offsets were not committed after the outputs were written: committed {committed}, end {end}"
             time.sleep(1)
     finally:
         result.cancel()

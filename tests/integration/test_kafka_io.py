@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
@@ -221,6 +222,35 @@ def test_commits_never_move_a_partition_backwards(bootstrap_servers: str, kafka_
     finally:
         ours.close()
         theirs.close()
+
+
+def test_concurrent_committers_of_one_process_never_move_a_partition_backwards(
+        bootstrap_servers: str, kafka_topic, conn: KafkaConnection) -> None:
+    """Flink finalizes the bundles of several committer instances at once after a checkpoint:
+    a slow commit of an older offset must not land after a newer one."""
+    topic = kafka_topic(1, "forward-threads")
+    older, newer = GroupOffsets(conn), GroupOffsets(conn)
+    read_done = threading.Event()
+    real_read = older._committed
+
+    def slow_read(keys):   # the older commit reads the group's offsets, then stalls before committing
+        offsets = real_read(keys)
+        read_done.set()
+        time.sleep(1.0)
+        return offsets
+
+    older._committed = slow_read   # type: ignore[method-assign]
+    try:
+        older.commit({(topic, 0): 10})
+        late = threading.Thread(target=older.commit, args=({(topic, 0): 1476},))
+        late.start()
+        assert read_done.wait(10)
+        newer.commit({(topic, 0): 2476})   # must wait for the older read-and-commit to finish
+        late.join()
+        assert committed_offsets(bootstrap_servers, conn.group_id, topic) == {0: 2476}
+    finally:
+        older.close()
+        newer.close()
 
 
 def committed_history(caplog: pytest.LogCaptureFixture) -> dict[int, list[int]]:

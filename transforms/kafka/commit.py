@@ -18,7 +18,12 @@ always exists.
 Commits only move forward: a retried, late (finalizers need not run in order)
 or concurrent bundle may carry an offset below what is committed already, and
 Kafka takes any offset from a consumer that never subscribes. So each commit
-first reads the group's offsets and commits only those ahead of them.
+first reads the group's offsets and commits only those ahead of them, and the
+read and its commit hold a lock per group shared by the whole process: a
+runner keeps several instances of the committer (one per bundle processor) and
+finalizes their bundles concurrently once a checkpoint completes (on Flink,
+two finalizers that read the same offset before either committed once moved a
+partition back from 2476 to 1476 for good).
 """
 from __future__ import annotations
 
@@ -54,6 +59,17 @@ class KafkaCommitError(RuntimeError):
     """The group has no committed offset to advance from."""
 
 
+_GROUP_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_GROUP_LOCKS_GUARD = threading.Lock()
+
+
+def _group_lock(conn: KafkaConnection) -> threading.Lock:
+    """The lock every committer of this process holds for one group's read-and-commit."""
+    key = (conn.bootstrap_servers, conn.require_group())
+    with _GROUP_LOCKS_GUARD:
+        return _GROUP_LOCKS.setdefault(key, threading.Lock())
+
+
 class GroupOffsets:
     """The consumer group's committed offsets in Kafka, through a member that never subscribes.
 
@@ -63,7 +79,7 @@ class GroupOffsets:
     def __init__(self, conn: KafkaConnection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
-        self._commit_lock = threading.Lock()   # a read and the commit it decides, one at a time
+        self._commit_lock = _group_lock(conn)   # a read and the commit it decides, one at a time
         self._consumer: Consumer | None = None
 
     def _client(self) -> Consumer:
@@ -90,8 +106,9 @@ class GroupOffsets:
         raised: the next commit supersedes it.
 
         The read costs one OffsetFetch round trip per commit, i.e. per bundle. Within this
-        process the read and the commit are serialized; another process's commit can still land
-        between them (Kafka has no conditional commit for a member that never joins the group).
+        process the read and the commit are serialized for the group (across every instance);
+        another process's commit can still land between them (Kafka has no conditional commit
+        for a member that never joins the group).
         """
         with self._commit_lock:
             try:
