@@ -1,23 +1,33 @@
-"""The enrichment job with a scoring runtime that answers every batch at once, no HTTP.
+"""The enrichment job with a stand-in for the scoring service's HTTP round trip.
 
-    python -m testbed.bench.instant_scoring <the job's options>
+    python -m testbed.bench.instant_scoring [--stand_in=instant|no_http] <the job's options>
 
 Everything else is the job's own code: reader, parser, the batching DoFn,
 result encoding, writer and committer. The overhead benchmark (`--stages`)
-drains with it to tell the cost of the HTTP client and its event loop apart
-from the cost of the Beam steps around them.
+drains with both stand-ins to tell the costs apart:
+- `instant`: a runtime that answers every batch at once on the bundle thread (no
+  event loop, no throttle, no HTTP): what the Beam steps around scoring cost;
+- `no_http`: the real `ScoringRuntime` - event loop thread, throttle, in-flight
+  slots, futures, request encoding - whose client answers after the scoring
+  service's default latency (20 ms + 0.2 ms per event) without a request: what the
+  runtime's machinery costs apart from the HTTP client.
 """
 from __future__ import annotations
 
+import asyncio
 import sys
+import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 from pipelines.enrich_payments import prepare, run, scoring_config
+from testbed.scoring.config import Settings
 from transforms.control.batching import BatchPolicy
+from transforms.control.signals import AttemptKind, AttemptResult
 from transforms.control.throttle import CallOutcome
 from transforms.events import ParsedEvent
 from transforms.scoring.codec import Verdict
-from transforms.scoring.runtime import BatchResult, ScoringConfig
+from transforms.scoring.runtime import BatchResult, RuntimeFactory, ScoringConfig, ScoringRuntime
 from transforms.scoring.score_in_batches import ScoreInBatches
 
 _VERDICT = Verdict(0.5, "approve", "instant")
@@ -34,14 +44,51 @@ class InstantRuntime:
         return {"rate_limit_rps": 0.0, "in_flight": 0, "in_flight_limit": 0}
 
 
-def instant_runtime(config: ScoringConfig) -> InstantRuntime:
-    return InstantRuntime()
+class _LatencyOnlyClient:
+    """Answers like the default scoring service, after its latency, without a request."""
+
+    def __init__(self) -> None:
+        defaults = Settings()
+        self._base_s, self._per_event_s = defaults.latency_ms / 1000, defaults.per_item_ms / 1000
+
+    async def attempt(self, body: bytes, txn_ids: Sequence[str], idempotency_key: str) -> AttemptResult:
+        await asyncio.sleep(self._base_s + self._per_event_s * len(txn_ids))
+        return AttemptResult(AttemptKind.SUCCESS, "ok", status=200, value=[_VERDICT] * len(txn_ids))
+
+    async def close(self) -> None:
+        pass
+
+
+class NoHttpRuntime(ScoringRuntime):
+    async def _make_client(self, token: str | None) -> _LatencyOnlyClient:   # type: ignore[override]
+        return _LatencyOnlyClient()
+
+
+_NO_HTTP: dict[ScoringConfig, NoHttpRuntime] = {}
+_NO_HTTP_LOCK = threading.Lock()
+
+
+def no_http_runtime(config: ScoringConfig) -> NoHttpRuntime:
+    """One per process and configuration, like `shared_runtime`."""
+    with _NO_HTTP_LOCK:
+        if config not in _NO_HTTP:
+            _NO_HTTP[config] = NoHttpRuntime(config)
+        return _NO_HTTP[config]
+
+
+STAND_INS: dict[str, RuntimeFactory] = {"instant": lambda config: InstantRuntime(), "no_http": no_http_runtime}
 
 
 def main(argv: list[str]) -> int:
+    stand_in = "instant"
+    for arg in [a for a in argv if a.startswith("--stand_in=")]:
+        stand_in = arg.split("=", 1)[1]
+        argv.remove(arg)
+    if stand_in not in STAND_INS:
+        raise SystemExit(f"--stand_in must be one of {', '.join(STAND_INS)} (got {stand_in!r})")
     _, opts, _ = prepare(argv)
     score = ScoreInBatches(scoring_config(opts), BatchPolicy(opts.batch_size, opts.max_batch_bytes), opts.num_shards,
-                           runtime_factory=instant_runtime)
+                           runtime_factory=STAND_INS[stand_in])
     run(argv, score=score)
     return 0
 

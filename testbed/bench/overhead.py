@@ -14,11 +14,12 @@ ratio the README quotes is steady enrichment ÷ steady pass-through; the whole-p
 ratio of a 30,000-event drain is run beside it. `--flink` adds the enrichment drain on
 Flink embedded at parallelism 1 and 2, and both Kafka backends (`--kafka_io=python|java`)
 on Flink over `--kafka_io_events`; `--partitions` the enrichment drain over topics of that
-many partitions. `--stages` adds two drains between the two ends - the pass-through with
-the parse step, and the enrichment job with a scoring runtime that answers at once
+many partitions. `--stages` adds three drains between the two ends - the pass-through with
+the parse step, and the enrichment job with a scoring runtime that answers at once and with
+the real runtime whose client answers after the service's latency without HTTP
 (`testbed.bench.instant_scoring`) - so the difference between neighbours is the cost of
-parsing, of the Beam steps around scoring (batching, result encoding), and of the HTTP
-client with its event loop.
+parsing, of the Beam steps around scoring (batching, result encoding), of the runtime's
+machinery (event loop thread, throttle, futures) and of the HTTP client.
 """
 from __future__ import annotations
 
@@ -149,10 +150,10 @@ class Bench:
                 "--progress_interval=0", "--drain_chunk=0"]
 
     def enrich(self, events: int, partitions: int = 4, runner: list[str] | None = None,
-               job: str = "pipelines.enrich_payments") -> dict[str, float]:
+               job: str = "pipelines.enrich_payments", extra: list[str] | None = None) -> dict[str, float]:
         base = self.topics("enrich", events, partitions)
-        return measured([sys.executable, "-m", job, *(runner or [FNAPI]),
-                         *self.job_args(base)], self.bootstrap, [f"{base}-out", f"{base}-dlq"])
+        return measured([sys.executable, "-m", job, *(runner or [FNAPI]), *self.job_args(base), *(extra or [])],
+                        self.bootstrap, [f"{base}-out", f"{base}-dlq"])
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -171,6 +172,8 @@ def run(args: argparse.Namespace) -> dict:
         if args.stages:
             runs["parse_only_fnapi"] = bench.pass_through(args.events, parse=True)
             runs["enrich_instant_scoring_fnapi"] = bench.enrich(args.events, job="testbed.bench.instant_scoring")
+            runs["enrich_no_http_fnapi"] = bench.enrich(args.events, job="testbed.bench.instant_scoring",
+                                                        extra=["--stand_in=no_http"])
         runs[f"pass_through_fnapi_{WHOLE_PROCESS_EVENTS}"] = bench.pass_through(WHOLE_PROCESS_EVENTS)
         runs[f"enrich_fnapi_{WHOLE_PROCESS_EVENTS}"] = bench.enrich(WHOLE_PROCESS_EVENTS)
         for partitions in args.partitions:
@@ -195,7 +198,8 @@ def run(args: argparse.Namespace) -> dict:
         report["steady_us_per_event"] = {
             name: round(1e6 / runs[run]["steady_events_per_s"], 1) if runs[run]["steady_events_per_s"] else None
             for name, run in (("pass_through", "pass_through_fnapi"), ("parse_only", "parse_only_fnapi"),
-                              ("instant_scoring", "enrich_instant_scoring_fnapi"), ("enrichment", "enrich_fnapi"))}
+                              ("instant_scoring", "enrich_instant_scoring_fnapi"), ("no_http", "enrich_no_http_fnapi"),
+                              ("enrichment", "enrich_fnapi"))}
     report[f"enrich_over_pass_through_whole_process_{WHOLE_PROCESS_EVENTS}"] = _ratio(
         runs[f"enrich_fnapi_{WHOLE_PROCESS_EVENTS}"]["whole_process_events_per_s"],
         runs[f"pass_through_fnapi_{WHOLE_PROCESS_EVENTS}"]["whole_process_events_per_s"])
@@ -224,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--flink", action="store_true", help="also drain on Flink [local] at parallelism 1 and 2, "
                         "and with each Kafka backend (--kafka_io=python|java)")
-    parser.add_argument("--stages", action="store_true", help="also drain with the parse step only, and with "
-                        "a scoring runtime that answers at once (what parsing, the Beam steps and HTTP each cost)")
+    parser.add_argument("--stages", action="store_true", help="also drain with the parse step only, with a scoring "
+                        "runtime that answers at once, and with the real runtime minus HTTP (what parsing, the Beam "
+                        "steps, the runtime and HTTP each cost)")
     parser.add_argument("--kafka_io_events", type=int, default=9_000, help="events of the Kafka backend comparison")
     parser.add_argument("--partitions", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
                         help="also drain topics of these partition counts, e.g. 8,32,128")

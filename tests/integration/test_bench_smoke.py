@@ -105,9 +105,10 @@ def test_overhead_and_delivery_drains_account_for_every_output(bootstrap_servers
     bench = Bench(bootstrap_servers, scoring_service.url, batch_size=50)
     run = bench.enrich(2_000)
     assert run["outputs"] == 2_000
-    # The --stages drains between the two ends: the parse step only, and no HTTP.
+    # The --stages drains between the two ends: the parse step only, an instant runtime, the runtime minus HTTP.
     assert bench.pass_through(2_000, parse=True)["outputs"] == 2_000
     assert bench.enrich(2_000, job="testbed.bench.instant_scoring")["outputs"] == 2_000
+    assert bench.enrich(2_000, job="testbed.bench.instant_scoring", extra=["--stand_in=no_http"])["outputs"] == 2_000
     assert run["steady_events_per_s"] > 0 and run["cpu_s"] > 0 and run["first_output_s"] > 0
     assert run["peak_rss_mb"] > 50 and run["peak_threads"] > 1
     by_delivery = drains(bootstrap_servers, scoring_service.url, events=300)

@@ -124,6 +124,25 @@ def test_run_figures_targets_and_ratio_table() -> None:
     assert met["retry amplification <= 1.02"] is False
 
 
+def test_s2_ratio_holds_only_while_both_drains_have_backlog() -> None:
+    def run(client: str, variant: str, goodput_share: float = 1.0, dry: bool = False):
+        samples = scripted_samples()
+        for s in samples:
+            s["service"]["unique_txns"] = int(s["service"]["unique_txns"] * goodput_share)
+            if dry:   # everything produced is committed: nothing left to read
+                s["committed"] = dict(s["end_offsets"])
+        return run_figures(_record(client, samples, scenario="S2", variant=variant))
+
+    rows = targets({"name": "S2", "runs": []},
+                   [run("ours", "b10"), run("pool", "b10", 0.5), run("ours", "b50"), run("pool", "b50", 2.0, dry=True)],
+                   {})
+    by_scope = {(name.split(" >=")[0], scope): (shown, ok) for name, shown, scope, ok in rows}
+    assert by_scope[("ours ÷ pool goodput", "S2-b10")] == ("2.00 (90 vs 45 ev/s)", True)
+    assert by_scope[("backlog left at the end", "S2-b50-pool")] == ("0", False)
+    shown, ok = by_scope[("ours ÷ pool goodput", "S2-b50")]
+    assert ok is None and "not valid: a drain ran out of backlog" in shown   # a dry run proves nothing
+
+
 def test_workers_fairness_and_503_share() -> None:
     samples = []
     for t in range(11):
