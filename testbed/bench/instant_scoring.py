@@ -14,9 +14,10 @@ drains with both stand-ins to tell the costs apart:
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import sys
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 
@@ -27,7 +28,7 @@ from transforms.control.signals import AttemptKind, AttemptResult
 from transforms.control.throttle import CallOutcome
 from transforms.events import ParsedEvent
 from transforms.scoring.codec import Verdict
-from transforms.scoring.runtime import BatchResult, RuntimeFactory, ScoringConfig, ScoringRuntime
+from transforms.scoring.runtime import BatchResult, RuntimeFactory, ScoringConfig, ScoringRuntime, shared_runtime
 from transforms.scoring.score_in_batches import ScoreInBatches
 
 _VERDICT = Verdict(0.5, "approve", "instant")
@@ -64,31 +65,21 @@ class NoHttpRuntime(ScoringRuntime):
         return _LatencyOnlyClient()
 
 
-_NO_HTTP: dict[ScoringConfig, NoHttpRuntime] = {}
-_NO_HTTP_LOCK = threading.Lock()
+def instant_runtime(config: ScoringConfig) -> InstantRuntime:
+    return InstantRuntime()
 
 
-def no_http_runtime(config: ScoringConfig) -> NoHttpRuntime:
-    """One per process and configuration, like `shared_runtime`."""
-    with _NO_HTTP_LOCK:
-        if config not in _NO_HTTP:
-            _NO_HTTP[config] = NoHttpRuntime(config)
-        return _NO_HTTP[config]
-
-
-STAND_INS: dict[str, RuntimeFactory] = {"instant": lambda config: InstantRuntime(), "no_http": no_http_runtime}
+STAND_INS: dict[str, RuntimeFactory] = {"instant": instant_runtime,
+                                        "no_http": functools.partial(shared_runtime, runtime_class=NoHttpRuntime)}
 
 
 def main(argv: list[str]) -> int:
-    stand_in = "instant"
-    for arg in [a for a in argv if a.startswith("--stand_in=")]:
-        stand_in = arg.split("=", 1)[1]
-        argv.remove(arg)
-    if stand_in not in STAND_INS:
-        raise SystemExit(f"--stand_in must be one of {', '.join(STAND_INS)} (got {stand_in!r})")
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--stand_in", choices=sorted(STAND_INS), default="instant")
+    ours, argv = parser.parse_known_args(argv)
     _, opts, _ = prepare(argv)
     score = ScoreInBatches(scoring_config(opts), BatchPolicy(opts.batch_size, opts.max_batch_bytes), opts.num_shards,
-                           runtime_factory=STAND_INS[stand_in])
+                           runtime_factory=STAND_INS[ours.stand_in])
     run(argv, score=score)
     return 0
 

@@ -248,16 +248,17 @@ class ScoringRuntime:
                 await asyncio.sleep(step.seconds)
 
 
-_RUNTIMES: dict[ScoringConfig, ScoringRuntime] = {}
+_RUNTIMES: dict[tuple[type[ScoringRuntime], ScoringConfig], ScoringRuntime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
 
-def shared_runtime(config: ScoringConfig) -> ScoringRuntime:
-    """The process-wide runtime for `config` (the default `RuntimeFactory`): one throttle per process."""
+def shared_runtime(config: ScoringConfig, runtime_class: type[ScoringRuntime] = ScoringRuntime) -> ScoringRuntime:
+    """The process-wide runtime for `config` (the default `RuntimeFactory`): one throttle per process.
+    `runtime_class` lets the benchmark's stand-ins share and close theirs the same way."""
     with _RUNTIMES_LOCK:
-        runtime = _RUNTIMES.get(config)
+        runtime = _RUNTIMES.get((runtime_class, config))
         if runtime is None:
-            runtime = _RUNTIMES[config] = ScoringRuntime(config)
+            runtime = _RUNTIMES[(runtime_class, config)] = runtime_class(config)
         return runtime
 
 
