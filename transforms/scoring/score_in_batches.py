@@ -1,21 +1,19 @@
 """Score events in bounded batches through the process-wide throttle.
 
-`ScoreInBatches` is two steps. `BatchByShard` puts each event in its shard
-(by account id) and forms the shard's batches within the bundle, bounded by
-events and bytes: a full batch goes on at once, every tail at the bundle's
-end. `ScoreBatches`, a stateful DoFn keyed by shard, hands each batch to the
-shared runtime and waits for all of them at its bundle's end. It is keyed
-only so that a shard is processed by one worker at a time - that is what
-makes `--max_in_flight` job-wide (see `transforms/control/job_share.py`) -
-and it gets one element per batch, because Beam's per-element work for a
-stateful DoFn (rebuilding its arguments) cost a sixth of the drain when it
-ran per event. No batch sits in runner state: that removed a state write, a
-coder call and a size estimate per event, and means a runner that splits a
-stalled bundle cannot separate events from their batch (Prism loses such
-state: docs/prism.md). A batch therefore waits at most until its bundle ends;
-on Flink streaming the launcher sets the bundle time from `--max_batch_wait`.
-Submitting blocks when the runtime is saturated: the bundle stalls, so the
-reader stops pulling and the backlog stays in Kafka.
+`ScoreInBatches` keys events into shards by account id and runs a stateful
+DoFn per shard. The DoFn is keyed only so that a shard is processed by one
+worker at a time - that is what makes `--max_in_flight` job-wide (see
+`transforms/control/job_share.py`). Its open batches live in the DoFn
+instance for the span of a bundle, bounded by events and bytes; full batches
+go to the shared runtime at once, and `finish_bundle` sends every tail and
+waits for all of them, so nothing outlives its bundle and no batch sits in
+runner state. Keeping them out of state removed a state write, a coder call
+and a size estimate per event (a sixth of the drain's CPU), and means a runner
+that splits a stalled bundle cannot separate events from their batch (Prism
+loses such state: docs/prism.md). A batch therefore waits at most until its
+bundle ends; on Flink streaming the launcher sets the bundle time from
+`--max_batch_wait`. Submitting blocks when the runtime is saturated: the
+bundle stalls, so the reader stops pulling and the backlog stays in Kafka.
 """
 from __future__ import annotations
 
@@ -88,68 +86,24 @@ class _OpenBatch:
         self.nbytes = 0
 
 
-def shard_key(item: ParsedEvent | DeadLetter, num_shards: int) -> int:
-    if isinstance(item, DeadLetter):
-        return item.source.partition % num_shards
-    return shard_of(item.event.account_id, num_shards)
-
-
-class BatchByShardFn(beam.DoFn):
-    """Forms each shard's batches within the bundle and emits them as `(shard, batch)`: when full,
-    and every tail at the bundle's end. Dead letters of earlier stages go on as `(shard, dead letter)`.
-
-    Batching before the keyed step means that step runs once per batch, not once per event
-    (Beam rebuilds a stateful DoFn's arguments for every element: a sixth of the drain's CPU).
-    """
-
-    def __init__(self, policy: BatchPolicy, num_shards: int) -> None:
-        self._policy = policy
-        self._num_shards = num_shards
-        self._open: dict[int, _OpenBatch] = {}
-
-    def start_bundle(self) -> None:
-        self._open = {}
-
-    def process(self, item: ParsedEvent | DeadLetter) -> Iterator[tuple[int, list[ParsedEvent] | DeadLetter]]:
-        shard = shard_key(item, self._num_shards)
-        if isinstance(item, DeadLetter):
-            yield shard, item
-            return
-        batch = self._open.get(shard)
-        if batch is None:
-            batch = self._open[shard] = _OpenBatch()
-        item_bytes = len(item.raw)
-        if not self._policy.fits(len(batch.events), batch.nbytes, item_bytes):
-            yield shard, batch.events
-            batch = self._open[shard] = _OpenBatch()
-        batch.events.append(item)
-        batch.nbytes += item_bytes
-        if self._policy.full(len(batch.events), batch.nbytes):
-            yield shard, batch.events
-            del self._open[shard]
-
-    def finish_bundle(self) -> Iterable[object]:
-        for shard, batch in self._open.items():
-            earliest_ms = min(p.timestamp_ms for p in batch.events)
-            yield in_global_window((shard, batch.events), Timestamp(micros=earliest_ms * 1000))
-        self._open = {}
-
-
 class ScoreBatchesFn(beam.DoFn):
-    """Keyed by shard, one batch per element; nothing outlives its bundle (see the module docstring)."""
+    """Keyed by shard; batches are formed within a bundle (see the module docstring)."""
 
     # Declared so that the runner routes each shard key to one worker at a time; never read or set.
     # They hang on a timer callback rather than on process(): a state parameter of process() is
-    # filled for every element, one of a callback is not.
+    # filled for every event (a twentieth of the step's cost), one of a callback is not.
     KEYED = ReadModifyWriteStateSpec("keyed", BooleanCoder())
     NEVER = TimerSpec("never", TimeDomain.WATERMARK)
 
-    def __init__(self, config: ScoringConfig, monitoring: MonitoringConfig | None = None,
+    def __init__(self, config: ScoringConfig, policy: BatchPolicy,
+                 monitoring: MonitoringConfig | None = None,
                  runtime_factory: RuntimeFactory = shared_runtime) -> None:
         self._config = config
+        self._policy = policy
         self._monitoring = monitoring
         self._runtime_factory = runtime_factory
         self._runtime: Runtime | None = None
+        self._open: dict[int, _OpenBatch] = {}
         self._pending: deque[Future[BatchResult]] = deque()
 
     def setup(self) -> None:
@@ -160,16 +114,33 @@ class ScoreBatchesFn(beam.DoFn):
             ensure_exporter(self._monitoring)  # once per worker process; exports while the job runs
 
     def start_bundle(self) -> None:
+        self._open = {}
         self._pending = deque()
 
-    def process(self, element: tuple[int, list[ParsedEvent] | DeadLetter]) -> Iterator[object]:
-        shard, batch = element
-        if isinstance(batch, DeadLetter):
-            yield batch   # an earlier stage's dead letter travels on to the writer
+    def process(self, element: tuple[int, ParsedEvent | DeadLetter]) -> Iterator[object]:
+        shard, parsed = element
+        if isinstance(parsed, DeadLetter):
+            yield parsed   # an earlier stage's dead letter travels on to the writer
             return
-        assert self._runtime is not None
-        self._pending.append(self._runtime.submit(batch, shard))
-        yield from self._completed(block=False)
+        batch = self._open.get(shard)
+        if batch is None:
+            batch = self._open[shard] = _OpenBatch()
+        item_bytes = len(parsed.raw)
+        if not self._policy.fits(len(batch.events), batch.nbytes, item_bytes):
+            self._submit(shard, batch)
+            batch = self._open[shard] = _OpenBatch()
+        batch.events.append(parsed)
+        batch.nbytes += item_bytes
+        if self._policy.full(len(batch.events), batch.nbytes):
+            self._submit(shard, batch)
+            del self._open[shard]
+        if self._pending and self._pending[0].done():
+            yield from self._completed(block=False)
+
+    def _submit(self, shard: int, batch: _OpenBatch) -> None:
+        if batch.events:
+            assert self._runtime is not None
+            self._pending.append(self._runtime.submit(batch.events, shard))
 
     def _completed(self, block: bool) -> Iterator[object]:
         for value, _ in self._completed_with_timestamps(block):
@@ -185,11 +156,20 @@ class ScoreBatchesFn(beam.DoFn):
         return ()
 
     def finish_bundle(self) -> Iterable[object]:
-        """Waits for every batch of the bundle: nothing outlives it."""
+        """Sends every open batch and waits for all of them: nothing outlives its bundle."""
+        for shard, batch in self._open.items():
+            self._submit(shard, batch)
+        self._open = {}
         for value, ts_ms in self._completed_with_timestamps(block=True):
             yield in_global_window(value, Timestamp(micros=ts_ms * 1000))
         assert self._runtime is not None
         set_gauges(self._runtime.gauges())   # the live ones are sampled; Beam's report the last bundle's
+
+
+def shard_key(item: ParsedEvent | DeadLetter, num_shards: int) -> int:
+    if isinstance(item, DeadLetter):
+        return item.source.partition % num_shards
+    return shard_of(item.event.account_id, num_shards)
 
 
 class ScoreInBatches(beam.PTransform):
@@ -211,8 +191,9 @@ class ScoreInBatches(beam.PTransform):
         self._runtime_factory = runtime_factory
 
     def expand(self, events):
+        n = self._num_shards
         return (events
-                | "BatchByShard" >> beam.ParDo(BatchByShardFn(self._policy, self._num_shards))
+                | "KeyByShard" >> beam.Map(lambda item: (shard_key(item, n), item))
                 .with_output_types(tuple[int, Any])
-                | "ScoreBatches" >> beam.ParDo(ScoreBatchesFn(self._config, self._monitoring,
+                | "ScoreBatches" >> beam.ParDo(ScoreBatchesFn(self._config, self._policy, self._monitoring,
                                                               self._runtime_factory)))
