@@ -80,15 +80,3 @@ def test_committed_offset_never_skips_an_unacknowledged_offset(
         assert all(r_start > committed for r_start, _ in pending.ranges)
     assert committed == base + total
     assert len(pending) == 0
-
-
-@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 40)).map(lambda t: (t[0], t[0] + t[1])),
-                max_size=80))
-def test_ranges_built_from_the_sorted_list_equal_ranges_added_in_any_order(ranges: list) -> None:
-    """The writer collects a bundle's ranges in arrival order and merges them sorted at its end."""
-    one_by_one = OffsetRangeSet()
-    for start, end in ranges:
-        one_by_one.add(start, end)
-    assert OffsetRangeSet(sorted(ranges)).ranges == one_by_one.ranges
-    assert set().union(*(range(s, e) for s, e in ranges)) == \
-        set().union(*(range(s, e) for s, e in one_by_one.ranges))
