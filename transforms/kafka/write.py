@@ -64,9 +64,7 @@ class _WriteFn(beam.DoFn):
         # Bumped per bundle: failure reports of an abandoned bundle are ignored.
         self._generation = 0
         self._on_failure: Callable[[KafkaError | None, Message], None] | None = None   # per bundle
-        # Per partition, the offset ranges of the bundle's records in the order they were sent
-        # (out of order: shards finish independently); merged once, at the bundle's end.
-        self._sent: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        self._sent: dict[tuple[str, int], OffsetRangeSet] = {}
         self._failures: list[str] = []
         self._sent_records = 0
         self._sent_bytes = 0
@@ -125,8 +123,7 @@ class _WriteFn(beam.DoFn):
         delivered, self._sent = self._sent, {}
         for (topic, partition), ranges in delivered.items():
             # Stamped now: the acks only travel on to the committer, in the global window.
-            merged = OffsetRangeSet(sorted(ranges)).ranges   # sorted: each add extends the last range
-            yield in_global_window(OffsetAck(topic, partition, merged), Timestamp.now())
+            yield in_global_window(OffsetAck(topic, partition, ranges.ranges), Timestamp.now())
 
     def teardown(self) -> None:
         if self._producer is not None:
@@ -144,8 +141,8 @@ class _WriteFn(beam.DoFn):
         key = (source.topic, source.partition)
         ranges = self._sent.get(key)
         if ranges is None:
-            ranges = self._sent[key] = []
-        ranges.append(source.covered)
+            ranges = self._sent[key] = OffsetRangeSet()
+        ranges.add(*source.covered)
 
     def _raise_on_failures(self) -> None:
         if not self._failures:
