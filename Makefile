@@ -92,7 +92,7 @@ demo: venv kafka-jars ## Start Kafka + scoring service, produce the seed's workl
 # ---- Flink / Prism -----------------------------------------------------------
 FLINK_REST_PORT ?= 8081
 KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
-SCORING_URL ?= http://127.0.0.1:$(SCORING_PORT)
+SCORING_URL ?= http://127.0.0.1:$(SCORING_PORT)/score
 CHECKPOINT_MS ?= 5000
 RUN_ARGS ?=
 
@@ -121,7 +121,7 @@ run-flink: venv flink-jar ## Stream the job on the local Flink cluster (needs fl
 		--flink_master=localhost:$(FLINK_REST_PORT) --flink_version=1.19 \
 		--flink_job_server_jar=$$($(PY) -m testbed.flink_jobserver build) \
 		--environment_type=LOOPBACK --streaming --checkpointing_interval=$(CHECKPOINT_MS) \
-		--bootstrap_servers=$(KAFKA_BOOTSTRAP) --scoring_url=$(SCORING_URL) $(RUN_ARGS)
+		--bootstrap_servers=$(KAFKA_BOOTSTRAP) --service_url=$(SCORING_URL) $(RUN_ARGS)
 
 # ---- Benchmark ---------------------------------------------------------------
 BENCH_ARGS ?=

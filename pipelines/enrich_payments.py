@@ -1,39 +1,51 @@
-"""The payment-enrichment job: Kafka -> parse -> bounded batches -> throttled scoring -> Kafka.
+"""The enrichment job: Kafka -> parse -> bounded batches -> throttled calls to the service -> Kafka.
 
     python -m pipelines.enrich_payments --runner=DirectRunner \
-        --bootstrap_servers=127.0.0.1:9092 --scoring_url=http://127.0.0.1:8080
+        --bootstrap_servers=127.0.0.1:9092 --contract=my-service.yaml
 
-Without --streaming it drains the backlog that exists at start (from the
+The contract file (`--contract`; the project's payment-scoring contract by
+default) says what the events look like and how the service is called.
+Without --streaming the job drains the backlog that exists at start (from the
 group's committed offsets to the end offsets) and exits; with --streaming it
 follows the topic forever. Offsets are committed only after the results and
 dead letters of those records have been acknowledged by Kafka.
+
+Exit codes: 0 done; 2 refused at start (an option, the contract, Kafka or the
+start-up probe), nothing read; 3 stopped while running (the service said the
+job is misconfigured, or the dead-letter breaker tripped), nothing committed
+past the records whose outputs were written.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
+from pipelines.local_jars import FLINK_JOB_SERVER_JAR, KAFKA_EXPANSION_JAR, KAFKA_JOB_SERVER_JAR
 from pipelines.options import (
     ConfigError,
     EnrichPaymentsOptions,
     is_streaming,
     parse_options,
     runner_name,
+    throttle_settings,
     validate,
     validate_runner,
 )
-from pipelines.preflight import check_kafka, check_scoring_url, check_token_source
+from pipelines.preflight import check_kafka, check_service, load_job_contract
 from pipelines.progress import ProgressReporter
 from pipelines.summary import RunSummary, summarize
-from transforms.control.batching import BatchPolicy
-from transforms.events import ParseEvents
+from transforms.contract.http import HttpJsonCaller
+from transforms.contract.loader import Contract
+from transforms.enrichment.runtime import EnrichmentStopped, close_runtimes
+from transforms.enrichment.transform import ThrottledEnrichment
+from transforms.events import DeadLetter, ParseEvents, event_of, shard_key_of, size_of, timestamp_of
 from transforms.kafka.commit import CommitOffsets
 from transforms.kafka.connection import SECURITY_KEYS, KafkaConnection, parse_properties
 from transforms.kafka.exactly_once import WriteToKafkaExactlyOnce
@@ -49,9 +61,7 @@ from transforms.kafka.lag import LagProbe
 from transforms.kafka.read import ReadFromKafka, ReadSettings
 from transforms.kafka.write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
-from transforms.outputs import to_record
-from transforms.scoring.runtime import ScoringConfig, close_runtimes
-from transforms.scoring.score_in_batches import ScoreInBatches
+from transforms.outputs import RecordEncoder
 
 LOG = logging.getLogger(__name__)
 
@@ -59,19 +69,20 @@ LOG = logging.getLogger(__name__)
 class EnrichPayments(beam.PTransform):
     """The whole data path as one composite, so tests and the benchmark reuse it.
 
-    `score` is the scoring step (ParsedEvent | DeadLetter -> ScoredEvent |
-    DeadLetter, passing dead letters through); by default ours,
-    `ScoreInBatches`. The benchmark swaps in baseline clients here and keeps
-    everything else identical. The whole path is one chain without Flatten, so
-    the FnApiRunner fuses it into one stage: records flow from the reader to the
-    committer one bundle at a time and a blocked scoring call stops the reader.
+    `enrich` is the enrichment step (ParsedEvent | DeadLetter -> Enriched |
+    Failed | DeadLetter, passing dead letters through); by default
+    `ThrottledEnrichment` over the contract's `HttpJsonCaller`. The benchmark
+    swaps in baseline clients here and keeps everything else identical. The
+    whole path is one chain without Flatten, so the FnApiRunner fuses it into
+    one stage: records flow from the reader to the committer one bundle at a
+    time and a blocked call stops the reader.
     """
 
-    def __init__(self, conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool,
-                 score: beam.PTransform | None = None) -> None:
+    def __init__(self, conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool, contract: Contract,
+                 enrich: beam.PTransform | None = None) -> None:
         super().__init__()
-        self._conn, self._opts, self._streaming = conn, opts, streaming
-        self._score = score or default_scoring(opts, streaming)
+        self._conn, self._opts, self._streaming, self._contract = conn, opts, streaming, contract
+        self._enrich = enrich or default_enrichment(opts, contract)
 
     def expand(self, pbegin):
         o = self._opts
@@ -85,9 +96,9 @@ class EnrichPayments(beam.PTransform):
                                        max_records=None if self._streaming else o.max_records)
         outcomes = (pbegin
                     | "ReadKafka" >> reader
-                    | "ParseEvents" >> ParseEvents()
-                    | "Score" >> self._score)
-        encode = functools.partial(to_record, output_topic=o.output_topic, dlq_topic=o.dlq_topic)
+                    | "ParseEvents" >> ParseEvents(self._contract.schema, monitoring_config(o))
+                    | "Enrich" >> self._enrich)
+        encode = RecordEncoder(self._contract, o.output_topic, o.dlq_topic)
         if o.delivery == "exactly_once":
             return (outcomes | "ToRecords" >> beam.Map(encode)
                     | "WriteKafkaExactlyOnce" >> WriteToKafkaExactlyOnce(self._conn))
@@ -109,20 +120,12 @@ def kafka_connection(opts: EnrichPaymentsOptions) -> KafkaConnection:
     return KafkaConnection(opts.bootstrap_servers, group_id=opts.group_id, security=security, properties=extra)
 
 
-def scoring_config(opts: EnrichPaymentsOptions) -> ScoringConfig:
-    return ScoringConfig(
-        url=opts.scoring_url, max_in_flight=opts.max_in_flight, num_shards=opts.num_shards,
-        min_in_flight=opts.min_in_flight, in_flight_headroom=opts.in_flight_headroom, initial_rate=opts.initial_rate,
-        min_rate=opts.min_rate, max_rate=opts.max_rate, max_attempts=opts.max_attempts,
-        deadline_s=opts.batch_deadline, retry_budget_ratio=opts.retry_budget_ratio,
-        request_timeout_s=opts.request_timeout,
-        token_env=opts.scoring_token_env, token_file=opts.scoring_token_file)
-
-
-def default_scoring(opts: EnrichPaymentsOptions, streaming: bool) -> ScoreInBatches:
-    policy = BatchPolicy(opts.batch_size, opts.max_batch_bytes)
-    return ScoreInBatches(scoring_config(opts), policy, opts.num_shards,
-                          monitoring=monitoring_config(opts))
+def default_enrichment(opts: EnrichPaymentsOptions, contract: Contract) -> ThrottledEnrichment:
+    """`ThrottledEnrichment` of parsed records through the contract's service; earlier stages'
+    dead letters (and skipped offsets) pass through."""
+    return ThrottledEnrichment(HttpJsonCaller(contract, event_of=event_of), throttle_settings(opts),
+                               shard_key=shard_key_of, size_of=size_of, passthrough=(DeadLetter,),
+                               timestamp_of=timestamp_of)
 
 
 def monitoring_config(opts: EnrichPaymentsOptions) -> MonitoringConfig | None:
@@ -136,9 +139,11 @@ def monitoring_config(opts: EnrichPaymentsOptions) -> MonitoringConfig | None:
         lag_topic=opts.input_topic, kafka=kafka_connection(opts))
 
 
-def build(pipeline: beam.Pipeline, options: PipelineOptions, score: beam.PTransform | None = None) -> None:
+def build(pipeline: beam.Pipeline, options: PipelineOptions, contract: Contract,
+          enrich: beam.PTransform | None = None) -> None:
     opts = options.view_as(EnrichPaymentsOptions)
-    pipeline | "EnrichPayments" >> EnrichPayments(kafka_connection(opts), opts, is_streaming(options), score)
+    pipeline | "EnrichPayments" >> EnrichPayments(kafka_connection(opts), opts, is_streaming(options), contract,
+                                                  enrich)
 
 
 def backlog(conn: KafkaConnection, topic: str) -> int:
@@ -185,24 +190,33 @@ def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: 
             return
 
 
-def prepare(argv: list[str] | None) -> tuple[PipelineOptions, EnrichPaymentsOptions, KafkaConnection]:
-    """Parses and validates the options and checks Kafka and the service (ConfigError on failure)."""
+@dataclass
+class Prepared:
+    options: PipelineOptions
+    opts: EnrichPaymentsOptions
+    conn: KafkaConnection
+    contract: Contract
+
+
+def prepare(argv: list[str] | None) -> Prepared:
+    """Parses and validates the options and the contract, checks Kafka and probes the service
+    (ConfigError on failure: nothing has been read)."""
     argv = with_runner_defaults(list(argv or []))
     options = parse_options(argv)
     opts = options.view_as(EnrichPaymentsOptions)
     validate(opts)
     validate_runner(options, argv or [])
+    contract = load_job_contract(opts.contract, opts.service_url)
     conn = kafka_connection(opts)
     check_kafka(conn, [opts.input_topic, opts.output_topic, opts.dlq_topic])
-    check_scoring_url(opts.scoring_url)
-    check_token_source(opts.scoring_token_env, opts.scoring_token_file)
+    check_service(contract, opts.probe_timeout)
     if opts.kafka_io == "java":
         try:
             java_consumer_config(conn)
         except UnsupportedJavaSetting as err:
             raise ConfigError(str(err)) from err
         commit_start_offsets(conn, opts.input_topic)
-    return options, opts, conn
+    return Prepared(options, opts, conn, contract)
 
 
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -251,15 +265,13 @@ def _given(argv: list[str], *flags: str) -> bool:
 
 def _local_jar(argv: list[str], job_server: bool) -> str:
     """A jar of the local build, or a ConfigError that says how to get one."""
-    from testbed import flink_jobserver, kafka_expansion  # the local build's paths; no work at import
-
     if job_server and "--kafka_io=java" not in argv:
-        jar, make, flags = flink_jobserver.JAR, "flink-jar", "--flink_job_server_jar=<jar> or --job_endpoint=<host:port>"
+        jar, make, flags = FLINK_JOB_SERVER_JAR, "flink-jar", "--flink_job_server_jar=<jar> or --job_endpoint=<host:port>"
     elif job_server:
-        jar, make, flags = (kafka_expansion.JOB_SERVER_JAR, "kafka-expansion-jar",
+        jar, make, flags = (KAFKA_JOB_SERVER_JAR, "kafka-expansion-jar",
                             "--flink_job_server_jar=<jar with KafkaIO> or --job_endpoint=<host:port>")
     else:
-        jar, make, flags = kafka_expansion.EXPANSION_JAR, "kafka-expansion-jar", "--kafka_expansion_service=<jar or host:port>"
+        jar, make, flags = KAFKA_EXPANSION_JAR, "kafka-expansion-jar", "--kafka_expansion_service=<jar or host:port>"
     if not jar.is_file():
         raise ConfigError(f"--runner=FlinkRunner: no {jar.name}; run `make {make}` to build it, or pass {flags}")
     return str(jar)
@@ -274,25 +286,27 @@ def _joined(argv: list[str], flag: str) -> list[str]:
     return out
 
 
-def launch(argv: list[str] | None = None, score: beam.PTransform | None = None) -> PipelineResult:
+def launch(argv: list[str] | None = None, enrich: beam.PTransform | None = None) -> PipelineResult:
     """Submits the job without waiting for it: for streaming jobs that a caller monitors and cancels."""
-    options, _, _ = prepare(argv)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, options, score)
+    job = prepare(argv)
+    pipeline = beam.Pipeline(options=job.options)
+    build(pipeline, job.options, job.contract, enrich)
     return pipeline.run()
 
 
-def run(argv: list[str] | None = None, score: beam.PTransform | None = None,
+def run(argv: list[str] | None = None, enrich: beam.PTransform | None = None,
         release: bool = True) -> RunSummary:
     """Validates, checks the environment, runs the job to its end and returns its summary.
 
-    `score` replaces the scoring step (the benchmark's baselines use it). Local
-    runners run the workers in this process: at the end their scoring runtimes
+    `enrich` replaces the enrichment step (the benchmark's baselines use it). Local
+    runners run the workers in this process: at the end their enrichment runtimes
     (threads, HTTP sessions, the learned rate) and monitoring exporters are
     closed, unless `release=False` (the benchmark's drain loop, which stands in
     for one long-running job, keeps them from one drain to the next).
+    Raises EnrichmentStopped (its message is the one line) when the job had to stop.
     """
-    options, opts, conn = prepare(argv)
+    job = prepare(argv)
+    options, opts, conn = job.options, job.opts, job.conn
     started = time.monotonic()
     # Local runners run the DoFns in this process, so TELEMETRY here is the job's.
     progress = ProgressReporter.start_for(opts, conn)
@@ -307,9 +321,15 @@ def run(argv: list[str] | None = None, score: beam.PTransform | None = None,
             opts.max_records = chunk
             options.view_as(StandardOptions).runner = runner
             pipeline = beam.Pipeline(options=options)
-            build(pipeline, options, score)
-            result: PipelineResult = pipeline.run()
-            result.wait_until_finish()
+            build(pipeline, options, job.contract, enrich)
+            try:
+                result: PipelineResult = pipeline.run()
+                result.wait_until_finish()
+            except Exception as exc:
+                why = stop_reason(exc)
+                if why is None:
+                    raise
+                raise EnrichmentStopped(why) from None
             summary.add(summarize(result, 0.0))
     finally:
         progress.stop()
@@ -325,13 +345,41 @@ def run(argv: list[str] | None = None, score: beam.PTransform | None = None,
     return summary
 
 
+def stop_reason(exc: BaseException) -> str | None:
+    """Why the job stopped, if `exc` is (or carries) an EnrichmentStopped: a runner reports a
+    worker's failure as an exception of its own, with the worker's traceback as text."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, EnrichmentStopped):
+            return current.why
+        text = str(current)
+        at = text.rfind(EnrichmentStopped.PREFIX)
+        if at >= 0:
+            return EnrichmentStopped(text[at:].splitlines()[0].rstrip(" '\"]")).why
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class _NotTheStop(logging.Filter):
+    """Beam logs a failed bundle with its traceback before re-raising; a stop is reported as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return EnrichmentStopped.PREFIX not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apache_beam.runners.common").addFilter(_NotTheStop())
     try:
         run(sys.argv[1:] if argv is None else argv)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except EnrichmentStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

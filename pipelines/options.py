@@ -6,6 +6,7 @@ Bad values end the job before it starts with one line and exit code 2:
 from __future__ import annotations
 
 import argparse
+import re
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,6 +18,8 @@ from apache_beam.options.pipeline_options import (
     _BeamArgumentParser,  # the parser Beam itself uses
 )
 
+from transforms.contract.loader import DEFAULT_CONTRACT
+from transforms.control.settings import DEFAULTS, ThrottleSettings
 from transforms.kafka.read import ReadSettings
 from transforms.monitoring.config import MIN_INTERVAL_S
 
@@ -82,33 +85,47 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--drain_chunk", type=int, default=50_000,
                        help="Bounded mode: drain in runs of at most this many records, each committed before "
                             "the next starts; bounds memory and crash duplicates (0 = one run).")
-        g.add_argument("--scoring_url", default="http://127.0.0.1:8080", help="Base URL of the scoring service.")
-        g.add_argument("--scoring_token_env", default="SCORING_TOKEN",
-                       help="Environment variable holding the scoring service's bearer token.")
-        g.add_argument("--scoring_token_file", default=None, help="File holding the bearer token (wins over env).")
-        g.add_argument("--num_shards", type=int, default=8, help="Shards (keys) of the stateful batching step.")
-        g.add_argument("--batch_size", type=int, default=20, help="Max events per scoring request.")
-        g.add_argument("--max_batch_bytes", type=int, default=256 * 1024, help="Max bytes of events per request.")
+        g.add_argument("--contract", default=str(DEFAULT_CONTRACT), metavar="FILE",
+                       help="The events' schema, the service and how they meet (YAML or JSON; README, \"Enrich your "
+                            "own events\"); the default is the project's payment-scoring contract.")
+        g.add_argument("--service_url", default=None,
+                       help="The service's full URL, overriding the contract's service.url.")
+        g.add_argument("--probe_timeout", type=float, default=30.0,
+                       help="Seconds the start-up probe (one real request) may take to get an answer that is not "
+                            "retryable; a misconfigured service ends the job before anything is read (0 = no probe).")
+        g.add_argument("--num_shards", type=int, default=DEFAULTS.num_shards,
+                       help="Shards (keys) of the stateful batching step.")
+        g.add_argument("--batch_size", type=int, default=DEFAULTS.batch_size, help="Max events per request.")
+        g.add_argument("--max_batch_bytes", type=int, default=DEFAULTS.max_batch_bytes,
+                       help="Max bytes of events per request.")
         g.add_argument("--max_batch_wait", type=float, default=2.0,
                        help="Flink streaming: max seconds an open batch waits before it is sent (sets Flink's "
                             "--max_bundle_time_mills unless given: a batch is sent when full or at its bundle's end).")
-        g.add_argument("--max_in_flight", type=int, default=32,
+        g.add_argument("--max_in_flight", type=int, default=DEFAULTS.max_in_flight,
                        help="Hard cap on requests in flight at the service for the whole job, whatever the number "
                             "of workers (split over the --num_shards shards; the adaptive limit stays below it).")
-        g.add_argument("--min_in_flight", type=int, default=1,
+        g.add_argument("--min_in_flight", type=int, default=DEFAULTS.min_in_flight,
                        help="Floor of a worker's adaptive in-flight limit (at most the per-shard cap "
                             "--max_in_flight // --num_shards).")
-        g.add_argument("--in_flight_headroom", type=float, default=2.0,
+        g.add_argument("--in_flight_headroom", type=float, default=DEFAULTS.in_flight_headroom,
                        help="Adaptive in-flight limit = learned rate x latency x this (>= 1).")
-        g.add_argument("--initial_rate", type=float, default=50.0, help="Starting request rate (req/s).")
-        g.add_argument("--min_rate", type=float, default=1.0, help="Floor of the learned request rate (req/s).")
-        g.add_argument("--max_rate", type=float, default=10_000.0, help="Ceiling of the learned rate (req/s).")
-        g.add_argument("--max_attempts", type=int, default=30, help="Attempts per batch before dead-lettering.")
-        g.add_argument("--batch_deadline", type=float, default=300.0,
-                       help="Seconds a batch may spend retrying before dead-lettering.")
-        g.add_argument("--retry_budget_ratio", type=float, default=0.1,
+        g.add_argument("--initial_rate", type=float, default=DEFAULTS.initial_rate, help="Starting request rate (req/s).")
+        g.add_argument("--min_rate", type=float, default=DEFAULTS.min_rate, help="Floor of the learned request rate (req/s).")
+        g.add_argument("--max_rate", type=float, default=DEFAULTS.max_rate, help="Ceiling of the learned rate (req/s).")
+        g.add_argument("--max_attempts", type=int, default=DEFAULTS.max_attempts,
+                       help="Attempts per batch before dead-lettering.")
+        g.add_argument("--batch_deadline", type=float, default=DEFAULTS.deadline_s,
+                       help="Seconds a batch may spend, attempts and waits included, before it is dead-lettered "
+                            "with the reason `deadline`.")
+        g.add_argument("--retry_budget_ratio", type=float, default=DEFAULTS.retry_budget_ratio,
                        help="Retry tokens earned per first attempt (0.1 = retries <= ~10%%).")
-        g.add_argument("--request_timeout", type=float, default=10.0, help="Per-request read timeout (s).")
+        g.add_argument("--request_timeout", type=float, default=DEFAULTS.request_timeout_s,
+                       help="Seconds one attempt may take in all (connecting, sending, the whole answer).")
+        g.add_argument("--max_dead_letter_share", type=float, default=DEFAULTS.max_dead_letter_share,
+                       help="Stop the job when more than this share of the last --breaker_window events enriched "
+                            "were dead-lettered, before their offsets are committed (1 = never).")
+        g.add_argument("--breaker_window", type=int, default=DEFAULTS.breaker_window,
+                       help="Events the dead-letter breaker looks back over.")
         g.add_argument("--summary_path", default=None, help="Write the run summary as JSON here.")
         m = parser.add_argument_group("monitoring")
         m.add_argument("--gcp_project", default=None,
@@ -167,30 +184,19 @@ def validate(opts: EnrichPaymentsOptions) -> None:
         if value is None or value <= 0:
             raise ConfigError(f"--{name} must be > 0 (got {value})")
 
-    for name in ("max_open_consumers", "max_records_per_read", "num_shards", "batch_size", "max_batch_bytes",
-                 "max_batch_wait", "max_in_flight",
-                 "initial_rate", "min_rate", "max_rate", "max_attempts", "batch_deadline", "request_timeout"):
+    for name in ("max_open_consumers", "max_records_per_read", "max_batch_wait"):
         positive(name, getattr(opts, name))
-    if not opts.min_rate <= opts.initial_rate <= opts.max_rate:
-        raise ConfigError("rates must satisfy --min_rate <= --initial_rate <= --max_rate")
-    if opts.max_in_flight < opts.num_shards:
-        raise ConfigError(f"--max_in_flight ({opts.max_in_flight}) must be >= --num_shards ({opts.num_shards}): "
-                          "the job-wide cap is split over the shards, at least one request each")
-    if not 1 <= opts.min_in_flight <= opts.max_in_flight // opts.num_shards:
-        raise ConfigError(f"--min_in_flight ({opts.min_in_flight}) must be between 1 and what one shard's worker may "
-                          f"have in flight, --max_in_flight // --num_shards ({opts.max_in_flight // opts.num_shards})")
-    if opts.in_flight_headroom is None or opts.in_flight_headroom < 1:
-        raise ConfigError(f"--in_flight_headroom must be >= 1 (got {opts.in_flight_headroom}): "
-                          "below 1 the limit could not carry the learned rate")
-    if not 0 <= opts.retry_budget_ratio <= 1:
-        raise ConfigError(f"--retry_budget_ratio must be in [0, 1] (got {opts.retry_budget_ratio})")
+    throttle_settings(opts)
+    if opts.probe_timeout is None or opts.probe_timeout < 0:
+        raise ConfigError(f"--probe_timeout must be >= 0 (got {opts.probe_timeout})")
     if opts.drain_chunk is None or opts.drain_chunk < 0:
         raise ConfigError(f"--drain_chunk must be >= 0 (got {opts.drain_chunk})")
     if opts.max_records is not None and opts.max_records < 0:
         raise ConfigError(f"--max_records must be >= 0 (got {opts.max_records})")
-    url = urlparse(opts.scoring_url)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError(f"--scoring_url must be an http(s) URL with a host (got {opts.scoring_url!r})")
+    if opts.service_url is not None:
+        url = urlparse(opts.service_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"--service_url must be an http(s) URL with a host (got {opts.service_url!r})")
     for item in opts.kafka_property:
         key, sep, _ = item.partition("=")
         if not sep or not key.strip():
@@ -199,6 +205,25 @@ def validate(opts: EnrichPaymentsOptions) -> None:
         if not getattr(opts, name):
             raise ConfigError(f"--{name} must not be empty")
     validate_monitoring(opts)
+
+
+# ThrottleSettings fields whose option has another name.
+_OPTION_OF = {"deadline_s": "batch_deadline", "request_timeout_s": "request_timeout"}
+_SETTING_OPTIONS = ("batch_size", "max_batch_bytes", "num_shards", "max_in_flight", "min_in_flight",
+                    "in_flight_headroom", "initial_rate", "min_rate", "max_rate", "max_attempts", "deadline_s",
+                    "request_timeout_s", "retry_budget_ratio", "max_dead_letter_share", "breaker_window")
+
+
+def throttle_settings(opts: EnrichPaymentsOptions) -> ThrottleSettings:
+    """The options' ThrottleSettings; ConfigError naming the option if they cannot work."""
+    values = {name: getattr(opts, _OPTION_OF.get(name, name)) for name in _SETTING_OPTIONS}
+    try:
+        return ThrottleSettings(**values)
+    except ValueError as e:
+        message = str(e)
+        for name in _SETTING_OPTIONS:
+            message = re.sub(rf"\b{name}\b", "--" + _OPTION_OF.get(name, name), message)
+        raise ConfigError(message) from None
 
 
 def validate_monitoring(opts: EnrichPaymentsOptions) -> None:

@@ -1,19 +1,19 @@
 """Checks that fail fast, with one line, before a job is submitted.
 
-An unreachable broker, a missing topic or a dead scoring URL would otherwise
-surface minutes later as a worker stack trace (or a hang).
+An unreachable broker, a missing topic, a contract that cannot work or a
+service that refuses the job would otherwise surface minutes later as a worker
+stack trace, a hang, or a topic full of dead letters.
 """
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
-from urllib.parse import urlparse
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
 from pipelines.options import ConfigError
+from transforms.contract.loader import Contract, ContractError, load_contract
+from transforms.contract.probe import ProbeFailed, probe
 from transforms.kafka.connection import KafkaConnection, consumer_config, producer_config
-from transforms.scoring.client import read_token
 
 TIMEOUT_S = 10.0
 
@@ -43,19 +43,31 @@ def check_kafka(conn: KafkaConnection, topics: Iterable[str], timeout_s: float =
                           f"(create them, e.g. `python -m testbed.produce --create_topic ...`)")
 
 
-def check_scoring_url(url: str, timeout_s: float = 5.0) -> None:
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+def load_job_contract(path: str, service_url: str | None) -> Contract:
+    """The contract the job runs with (`--service_url` overriding its URL), its secrets readable."""
     try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
-            pass
-    except OSError as e:
-        raise ConfigError(f"scoring service at {url} is not reachable ({e.strerror or e})") from None
+        contract = load_contract(path)
+        if service_url:
+            contract = contract.with_url(service_url)
+    except ContractError as e:
+        raise ConfigError(str(e)) from None
+    auth = contract.endpoint.auth
+    if auth is not None:
+        try:   # workers read it again themselves; this only fails early
+            auth.secret.read()
+        except OSError as e:
+            raise ConfigError(f"{contract.source}: service.auth: cannot read {auth.secret.describe()}: "
+                              f"{e.strerror or e}") from None
+        except ValueError as e:
+            raise ConfigError(f"{contract.source}: service.auth: {e}") from None
+    return contract
 
 
-def check_token_source(env_var: str | None, path: str | None) -> None:
-    """Fails early if the token file is unreadable (workers read it again themselves)."""
+def check_service(contract: Contract, probe_timeout_s: float) -> None:
+    """One real request through the job's own caller (`transforms/contract/probe.py`); 0 skips it."""
+    if probe_timeout_s <= 0:
+        return
     try:
-        read_token(env_var, path)
-    except OSError as e:
-        raise ConfigError(f"cannot read --scoring_token_file {path}: {e.strerror}") from None
+        probe(contract, probe_timeout_s)
+    except ProbeFailed as e:
+        raise ConfigError(str(e)) from None

@@ -14,8 +14,8 @@ from apache_beam.runners.runner import PipelineResult
 from rich.console import Console
 from rich.table import Table
 
+from transforms.enrichment.transform import REQUEST_OUTCOMES
 from transforms.monitoring.catalogue import CATALOGUE
-from transforms.scoring.codec import REQUEST_OUTCOMES
 
 
 @dataclass

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         producer.start()
         print(f"producing {args.intake_per_min:,.0f} events/min for {args.seconds:.0f} s (1 % malformed)")
         job = [f"--bootstrap_servers={bs}", f"--input_topic={TOPICS['in']}", f"--output_topic={TOPICS['out']}",
-               f"--dlq_topic={TOPICS['dlq']}", f"--group_id={GROUP}", f"--scoring_url={service.url}",
+               f"--dlq_topic={TOPICS['dlq']}", f"--group_id={GROUP}", f"--service_url={service.url}/score",
                f"--batch_size={args.batch_size}", "--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
         started, rounds = time.monotonic(), 0
         time.sleep(2)

@@ -17,21 +17,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
 
 import grpc
 
+from pipelines.local_jars import BEAM_VERSION, FLINK_JOB_SERVER_JAR, FLINK_MINOR
 from testbed.cached_build import build_main, maven_shaded_jar
 from testbed.local_ports import terminate
 
-BEAM_VERSION = version("apache-beam")  # the jar must match the installed SDK exactly
-FLINK_MINOR = "1.19"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = REPO_ROOT / "deploy" / "local" / "flink" / "pom.xml"
-CACHE_DIR = REPO_ROOT / ".cache" / "flink"
-JAR = CACHE_DIR / f"beam-runners-flink-{FLINK_MINOR}-job-server-{BEAM_VERSION}.jar"
+CACHE_DIR = FLINK_JOB_SERVER_JAR.parent
+JAR = FLINK_JOB_SERVER_JAR
 READY_TIMEOUT_S = 120.0
 JAVA_HINT = "install a JDK >= 11 (e.g. apt-get install openjdk-17-jdk-headless)"
 

@@ -18,15 +18,15 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+from pipelines.local_jars import BEAM_VERSION, KAFKA_EXPANSION_JAR, KAFKA_JOB_SERVER_JAR
 from testbed import flink_jobserver
 from testbed.cached_build import build_main, maven_shaded_jar
 
-BEAM_VERSION = flink_jobserver.BEAM_VERSION
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = REPO_ROOT / "deploy" / "local" / "kafka-expansion" / "pom.xml"
-CACHE_DIR = REPO_ROOT / ".cache" / "kafka-expansion"
-EXPANSION_JAR = CACHE_DIR / f"beam-kafka-expansion-service-{BEAM_VERSION}.jar"
-JOB_SERVER_JAR = CACHE_DIR / f"beam-runners-flink-{flink_jobserver.FLINK_MINOR}-job-server-kafka-{BEAM_VERSION}.jar"
+CACHE_DIR = KAFKA_EXPANSION_JAR.parent
+EXPANSION_JAR = KAFKA_EXPANSION_JAR
+JOB_SERVER_JAR = KAFKA_JOB_SERVER_JAR
 
 
 class KafkaExpansionError(RuntimeError):

@@ -48,7 +48,7 @@ def _topics(bootstrap: str, name: str, partitions: int = 4) -> dict[str, str]:
 
 def _job(bootstrap: str, topics: dict[str, str], url: str, *extra: str) -> list[str]:
     return [f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}", f"--output_topic={topics['out']}",
-            f"--dlq_topic={topics['dlq']}", f"--group_id=g-{topics['in']}", f"--scoring_url={url}",
+            f"--dlq_topic={topics['dlq']}", f"--group_id=g-{topics['in']}", f"--service_url={url}/score",
             "--max_in_flight=32", "--initial_rate=10000", "--progress_interval=0", *extra]
 
 

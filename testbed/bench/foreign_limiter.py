@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         produce_events(bs, "in", count=args.events, seed=3, keep_ids=False)
         started = time.monotonic()
         summary = run([FNAPI, f"--bootstrap_servers={bs}", "--input_topic=in", "--output_topic=out",
-                       "--dlq_topic=dlq", "--group_id=g", f"--scoring_url={nginx.url}",
+                       "--dlq_topic=dlq", "--group_id=g", f"--service_url={nginx.url}/score",
                        f"--batch_size={args.batch_size}", f"--max_in_flight={args.max_in_flight}",
                        "--progress_interval=0"])
         wall = time.monotonic() - started

@@ -67,7 +67,7 @@ def calibrate(run_dir: Path, batch_size: int = 1) -> dict[str, Any]:
 def _pipeline_args(run: Run, bootstrap: str, topics: dict[str, str], group: str, url: str) -> list[str]:
     args = [f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}",
             f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}", f"--group_id={group}",
-            f"--scoring_url={url}", f"--batch_size={run.batch_size}"]
+            f"--service_url={url}/score", f"--batch_size={run.batch_size}"]
     if run.workers > 1:
         return [*args, f"--max_in_flight={S4_MAX_IN_FLIGHT}", f"--num_shards={S4_SHARDS}", "--progress_interval=0"]
     if run.client == "ours":

@@ -56,6 +56,7 @@ from transforms.kafka.read import ReadFromKafka
 from transforms.kafka.write import WriteToKafka
 from transforms.kafka.commit import CommitOffsets
 from transforms.kafka.records import OffsetGap, OutboundRecord
+from transforms.contract.loader import DEFAULT_CONTRACT, load_contract
 from transforms.events import DeadLetter, ParsedEvent, ParseEvents, SkippedOffsets
 bootstrap, source, sink, group, parse = sys.argv[1:6]
 
@@ -63,7 +64,7 @@ def raw(r):
     if isinstance(r, (OffsetGap, SkippedOffsets)):
         return r if isinstance(r, OffsetGap) else r.gap
     if isinstance(r, ParsedEvent):
-        return OutboundRecord(sink, r.event.txn_id.encode(), r.raw, r.source)
+        return OutboundRecord(sink, r.event.id.encode(), r.raw, r.source)
     if isinstance(r, DeadLetter):
         return OutboundRecord(sink, None, r.payload or b"", r.source)
     return OutboundRecord(sink, r.key, r.value or b"", r.position)
@@ -72,7 +73,7 @@ conn = KafkaConnection(bootstrap, group_id=group)
 with beam.Pipeline(options=PipelineOptions(sys.argv[6:])) as p:
     records = p | ReadFromKafka(conn, source, bounded=True)
     if parse == "parse":
-        records = records | ParseEvents()
+        records = records | ParseEvents(load_contract(DEFAULT_CONTRACT).schema)
     records | beam.Map(raw) | WriteToKafka(conn) | CommitOffsets(conn)
 """
 
@@ -145,7 +146,7 @@ class Bench:
     def job_args(self, base: str) -> list[str]:
         """The enrichment drain's options over the topics `topics` made for `base`."""
         return [f"--bootstrap_servers={self.bootstrap}", f"--input_topic={base}-in", f"--output_topic={base}-out",
-                f"--dlq_topic={base}-dlq", f"--group_id=g-{base}", f"--scoring_url={self.url}",
+                f"--dlq_topic={base}-dlq", f"--group_id=g-{base}", f"--service_url={self.url}/score",
                 f"--batch_size={self.batch_size}", "--max_in_flight=32", "--initial_rate=10000",
                 "--progress_interval=0", "--drain_chunk=0"]
 

@@ -26,7 +26,10 @@ import threading
 import time
 
 from pipelines.enrich_payments import run
+from pipelines.preflight import load_job_contract
 from testbed.bench.clients import CLIENTS, make_client
+from transforms.contract.loader import DEFAULT_CONTRACT
+from transforms.control.settings import DEFAULTS
 from transforms.monitoring.telemetry import TELEMETRY, Labels
 
 WRITE_EVERY_S = 1.0
@@ -104,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ns = _parser().parse_args(argv)
     pipeline_args = [a for a in ns.pipeline_args if a != "--"]
-    url = _option(pipeline_args, "scoring_url", "http://127.0.0.1:8080")
-    batch_size = int(_option(pipeline_args, "batch_size", "20"))
+    contract = load_job_contract(_option(pipeline_args, "contract", str(DEFAULT_CONTRACT)),
+                                 _option(pipeline_args, "service_url", ""))
+    batch_size = int(_option(pipeline_args, "batch_size", str(DEFAULTS.batch_size)))
     tap = _LatencyTap()
     TELEMETRY.add_listener(tap)
     state: dict[str, object] = {"client": ns.client, "drains_started": 0, "drains_finished": 0,
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         state["drains_started"] = int(state["drains_started"]) + 1
         try:
             # The drains stand in for one long-running job: keep the learned rate between them.
-            summary = run(pipeline_args, score=make_client(ns.client, url, batch_size), release=False)
+            summary = run(pipeline_args, enrich=make_client(ns.client, contract, batch_size), release=False)
         except Exception as exc:  # noqa: BLE001 - a failed drain is data, not the end
             state["drains_failed"] = int(state["drains_failed"]) + 1
             state["last_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"

@@ -8,7 +8,7 @@ scores that are missing, strings, booleans, NaN, 1e999, 10**400 or 5,000
 digits long, bad decisions and model versions, other transactions' ids, deep
 nesting). ``retryable`` says what a client should make of each: retry when
 the bytes are not the whole answer, dead-letter a wrong answer (see
-``transforms/scoring/codec.py``). ``GET /admin/hostile`` counts what was sent.
+``transforms/contract/codec.py``). ``GET /admin/hostile`` counts what was sent.
 
 The malformed body is made from the valid one, after the request was admitted
 and counted, so ``/stats`` sees an accepted request either way.

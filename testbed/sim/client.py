@@ -1,7 +1,8 @@
 """A worker process of the pipeline, in simulated time, around the real throttle.
 
-Each `Worker` owns an `AdaptiveThrottle` built from the real classes of
-`transforms.control` on a simulated clock, and performs its `steps()` the way
+Each `Worker` owns an `AdaptiveThrottle` built by the production factory
+(`transforms.control.factory.build_throttle`) from the job's settings on a
+simulated clock, and performs its `steps()` the way
 `AdaptiveThrottle.call` does with threads: pacer sleeps and parked backoffs
 become scheduled wake-ups, attempts go to the service model holding an
 in-flight slot, and a control "thread" ticks the controllers every tick.
@@ -20,27 +21,22 @@ from typing import Any
 
 from testbed.sim.engine import SimClock, Simulation
 from testbed.sim.service import Reply, ServiceModel
-from transforms.control.backoff import FullJitterBackoff
-from transforms.control.concurrency import ConcurrencyLimit
-from transforms.control.rate_controller import CubicRateController
-from transforms.control.retry_budget import RetryBudget
-from transforms.control.signals import AttemptResult, classify_status, connection_refused
-from transforms.control.throttle import ATTEMPT, AdaptiveThrottle, CallOutcome, Park, Sleep, Steps
+from transforms.control.factory import build_throttle
+from transforms.control.settings import DEFAULTS, ThrottleSettings
+from transforms.control.signals import DEFAULT_STATUS, AttemptResult, connection_refused, succeeded
+from transforms.control.throttle import Attempt, CallOutcome, Park, Sleep, Steps
 
 _BATCH_IDS = itertools.count()
 
 
 @dataclass
 class WorkerConfig:
-    """The knobs of one worker: the pipeline's options and the runtime around the throttle."""
-    batch_size: int = 1
+    """One worker: the job's `ThrottleSettings` (its defaults, unless a scenario says otherwise) and
+    what the runtime and the runner decide around the throttle."""
+    settings: ThrottleSettings = DEFAULTS
+    batch_size: int = 1              # events per request, as the service model counts them
     max_in_flight: int = 32          # this worker's hard cap (its share of the job's)
     share: float = 1.0               # its part of the job, for an advertised quota
-    initial_rate: float = 50.0
-    min_rate: float = 1.0
-    max_attempts: int = 30
-    deadline_s: float = 300.0
-    outstanding_factor: int = 2
     bundle_batches: int | None = None
     bundle_gap_s: float = 0.05
     demand_batches: int | None = None     # None = an endless backlog
@@ -58,17 +54,9 @@ class WorkerStats:
 class Worker:
     def __init__(self, sim: Simulation, service: ServiceModel, wid: int, config: WorkerConfig, seed: int) -> None:
         self._sim, self._service, self.wid, self.config = sim, service, wid, config
-        clock = SimClock(sim)
-        rng = random.Random(seed)
-        controller = CubicRateController(initial_rate=config.initial_rate, min_rate=config.min_rate,
-                                         clock=clock, **config.controller)
-        controller.set_share(config.share)
-        self.throttle = AdaptiveThrottle(
-            controller, max_in_flight=config.max_in_flight,
-            concurrency=ConcurrencyLimit(config.max_in_flight, floor=min(2, config.max_in_flight)),
-            budget=RetryBudget(clock=clock), backoff=FullJitterBackoff(rng=random.Random(seed + 1)),
-            max_attempts=config.max_attempts, deadline_s=config.deadline_s,
-            outstanding_factor=config.outstanding_factor, clock=clock, rng=rng)
+        self.throttle = build_throttle(config.settings, config.max_in_flight, clock=SimClock(sim),
+                                       rng=random.Random(seed), controller_overrides=config.controller)
+        self.throttle.controller.set_share(config.share)
         self.stats = WorkerStats()
         self._in_bundle = 0
         self._closing = False
@@ -116,7 +104,7 @@ class Worker:
         except StopIteration as done:
             self._finished(done.value)
             return
-        if step is ATTEMPT:
+        if isinstance(step, Attempt):   # the model answers within its latency: no time bound to enforce
             if self.throttle.inflight.try_acquire():
                 self._attempt(steps, batch)
             else:
@@ -165,4 +153,6 @@ class Worker:
 def _result(reply: Reply) -> AttemptResult:
     if reply.status is None:
         return connection_refused()
-    return classify_status(reply.status, reply.retry_after_s, reply.policy_rps)
+    if reply.status == 200:
+        return succeeded(None, policy_rps=reply.policy_rps)
+    return DEFAULT_STATUS.classify(reply.status, reply.retry_after_s, reply.policy_rps)

@@ -39,7 +39,7 @@ def make_topics(bootstrap: str, prefix: str, partitions: int = 4,
 def job_args(bootstrap: str, topics: Topics, url: str, group: str, *extra: str) -> list[str]:
     return [FNAPI, f"--bootstrap_servers={bootstrap}", f"--input_topic={topics.inp}",
             f"--output_topic={topics.out}", f"--dlq_topic={topics.dlq}", f"--group_id={group}",
-            f"--scoring_url={url}", "--progress_interval=0", *extra]
+            f"--service_url={url}/score", "--progress_interval=0", *extra]
 
 
 class JobProcess:

@@ -17,7 +17,9 @@ from testbed.bench.orchestrate import execute_run
 from testbed.bench.report import write_report
 from testbed.bench.sampler import Sampler
 from testbed.bench.scenarios import Fault, Run
-from transforms.events import DeadLetter, ParsedEvent, ScoredEvent, parse_event
+from transforms.contract.loader import DEFAULT_CONTRACT, load_contract
+from transforms.enrichment.outcomes import Enriched
+from transforms.events import DeadLetter, ParsedEvent
 from transforms.kafka.records import SourcePosition
 
 pytestmark = pytest.mark.integration
@@ -79,22 +81,23 @@ def test_tiny_scenario_end_to_end(bootstrap_servers, tmp_path) -> None:
 
 @pytest.mark.parametrize("client", ["naive", "pool", "beam"])
 def test_baselines_keep_the_scoring_contract(client, scoring_service) -> None:
-    """ParsedEvent | DeadLetter in, ScoredEvent | DeadLetter out, earlier dead letters passed through."""
+    """ParsedEvent | DeadLetter in, Enriched | Failed | DeadLetter out, earlier dead letters passed through."""
+    contract = load_contract(DEFAULT_CONTRACT).with_url(scoring_service.url + "/score")
     run_id = uuid.uuid4().hex[:6]
     items = []
     for i in range(7):
         raw = json.dumps(_event(f"{run_id}-{i}")).encode()
-        items.append(ParsedEvent(parse_event(raw), raw, SourcePosition("t", 0, i, i), 1_000 + i))
-    items.append(DeadLetter(reason="bad", stage="parse", payload=b"x", source=SourcePosition("t", 0, 7, 7)))
+        items.append(ParsedEvent(contract.schema.parse(raw), raw, SourcePosition("t", 0, i, i), 1_000 + i))
+    items.append(DeadLetter(reason="bad", detail="", stage="parse", payload=b"x", source=SourcePosition("t", 0, 7, 7)))
 
     def check(outputs):
-        scored = sorted(o.parsed.event.txn_id for o in outputs if isinstance(o, ScoredEvent))
+        enriched = sorted(o.element.event.id for o in outputs if isinstance(o, Enriched))
         letters = [o for o in outputs if isinstance(o, DeadLetter)]
-        assert scored == sorted(f"{run_id}-{i}" for i in range(7))
+        assert enriched == sorted(f"{run_id}-{i}" for i in range(7))
         assert [d.reason for d in letters] == ["bad"]
 
     with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner") as p:
-        out = p | beam.Create(items) | make_client(client, scoring_service.url, batch_size=3)
+        out = p | beam.Create(items) | make_client(client, contract, batch_size=3)
         assert_that(out, check)
 
 

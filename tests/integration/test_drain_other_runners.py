@@ -22,7 +22,7 @@ def topics(kafka_topic) -> dict[str, str]:
 
 def job_args(bootstrap: str, topics: dict[str, str], url: str, group: str) -> list[str]:
     return [f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}", f"--output_topic={topics['out']}",
-            f"--dlq_topic={topics['dlq']}", f"--group_id={group}", f"--scoring_url={url}", "--batch_size=20",
+            f"--dlq_topic={topics['dlq']}", f"--group_id={group}", f"--service_url={url}/score", "--batch_size=20",
             "--progress_interval=0"]
 
 

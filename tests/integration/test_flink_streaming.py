@@ -26,7 +26,7 @@ def streaming_args(jar: str, bootstrap: str, topics: dict[str, str], url: str, g
             f"--checkpointing_interval={CHECKPOINT_MS}", "--parallelism=1",
             f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}",
             f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}", f"--group_id={group}",
-            f"--scoring_url={url}", f"--batch_size={BATCH_SIZE}", "--max_batch_wait=0.5",
+            f"--service_url={url}/score", f"--batch_size={BATCH_SIZE}", "--max_batch_wait=0.5",
             f"--max_in_flight={MAX_IN_FLIGHT}", "--progress_interval=0"]
 
 

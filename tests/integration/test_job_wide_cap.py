@@ -40,7 +40,7 @@ def test_two_worker_processes_share_the_jobs_in_flight_cap(flink_job_server_jar,
                        "--flink_master=[local]", "--flink_version=1.19", *pool.environment_args(2),
                        f"--bootstrap_servers={bootstrap_servers}", f"--input_topic={topics['in']}",
                        f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}", "--group_id=g-cap",
-                       f"--scoring_url={service.url}", "--batch_size=5", f"--num_shards={SHARDS}",
+                       f"--service_url={service.url}/score", "--batch_size=5", f"--num_shards={SHARDS}",
                        f"--max_in_flight={JOB_CAP}", "--initial_rate=1000", "--progress_interval=0"])
     stats = service.stats()
     workers = {client: n for client, n in stats["unique_by_client"].items() if n}

@@ -38,7 +38,7 @@ def test_pipeline_exports_during_the_run_and_survives_monitoring_errors(
     group = "g-monitoring"
     summary = run([FNAPI, f"--bootstrap_servers={bootstrap_servers}", f"--input_topic={topics['in']}",
                    f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}", f"--group_id={group}",
-                   f"--scoring_url={service.url}", "--batch_size=10", "--gcp_project=test-project",
+                   f"--service_url={service.url}/score", "--batch_size=10", "--gcp_project=test-project",
                    f"--monitoring_endpoint={metric_service.endpoint}", f"--monitoring_interval={INTERVAL_S}",
                    f"--monitoring_min_interval={INTERVAL_S}", "--progress_interval=1"])
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.reliability_support import FNAPI, make_topics
+from tests.integration.reliability_support import FNAPI, make_topics, payments_contract
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,6 @@ def test_invalid_option_values_fail_with_one_line(args, message) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--scoring_token_file=/nonexistent/token"], "cannot read --scoring_token_file /nonexistent/token"),
     (["--kafka_property=security.protocol=BOGUS"], "invalid Kafka client setting"),
     (["--kafka_property=no.such.property=1"], "invalid Kafka client setting"),
     # Not a security key, yet the job's clients cannot connect with it (no IPv6 route to
@@ -61,16 +60,39 @@ def test_environment_dependent_misconfiguration_fails_with_one_line(
     topics = make_topics(bootstrap_servers, "cfg", partitions=1)
     proc, took = cli(f"--bootstrap_servers={bootstrap_servers}", f"--input_topic={topics.inp}",
                      f"--output_topic={topics.out}", f"--dlq_topic={topics.dlq}",
-                     f"--scoring_url={scoring_service.url}", *args)
+                     f"--service_url={scoring_service.url}/score", *args)
     assert_one_line(proc, message)
     print(f"{args}: {took:.1f} s")
 
 
-def test_unreadable_token_file_fails_with_one_line(bootstrap_servers, scoring_service, tmp_path) -> None:
-    unreadable = tmp_path / "token-dir"   # a directory: unreadable as a file even for root
+@pytest.mark.parametrize("auth, message", [
+    ({"type": "bearer", "file": "{dir}"}, "service.auth: cannot read file {dir}"),   # a directory, even for root
+    ({"type": "bearer", "file": "/nonexistent/token"}, "service.auth: cannot read file /nonexistent/token"),
+    ({"type": "bearer", "env": "NO_SUCH_TOKEN_VARIABLE"}, "the secret in $NO_SUCH_TOKEN_VARIABLE is empty or unset"),
+    ({"type": "basic", "env": "X"}, "auth.type basic needs auth.username"),
+    ({"type": "jwt", "env": "X"}, "auth.type must be bearer, basic or header"),
+])
+def test_a_secret_that_cannot_be_read_fails_with_one_line(auth, message, bootstrap_servers, scoring_service,
+                                                          tmp_path) -> None:
+    unreadable = tmp_path / "token-dir"
     unreadable.mkdir()
+    auth = {k: v.format(dir=unreadable) for k, v in auth.items()}
+    contract = payments_contract(tmp_path / "contract.yaml", auth=auth)
     topics = make_topics(bootstrap_servers, "cfg", partitions=1)
     proc, _ = cli(f"--bootstrap_servers={bootstrap_servers}", f"--input_topic={topics.inp}",
-                  f"--output_topic={topics.out}", f"--dlq_topic={topics.dlq}",
-                  f"--scoring_url={scoring_service.url}", f"--scoring_token_file={unreadable}")
-    assert_one_line(proc, f"cannot read --scoring_token_file {unreadable}")
+                  f"--output_topic={topics.out}", f"--dlq_topic={topics.dlq}", f"--contract={contract}",
+                  f"--service_url={scoring_service.url}/score")
+    assert_one_line(proc, message.format(dir=unreadable))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"response": {"fields": {"score": {"type": "decimal"}}}}, "response.fields.score: type must be one of"),
+    ({"event": {"id": "nope"}}, "event.id names 'nope', which is not in event.fields"),
+    ({"request": {"wrap": 5}}, "request.wrap: must be a dotted path"),
+    ({"status": {"reject": [429]}}, "status 429 is in both status.retryable and status.reject"),
+    ({"service": {"methd": "POST"}}, "service.methd: unknown key"),
+])
+def test_a_contract_that_cannot_work_fails_with_one_line(change, message, tmp_path) -> None:
+    contract = payments_contract(tmp_path / "contract.yaml", **change)
+    proc, _ = cli(f"--contract={contract}")
+    assert_one_line(proc, f"contract.yaml: {message}")

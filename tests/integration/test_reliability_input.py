@@ -79,19 +79,19 @@ def test_hostile_records_become_dead_letters_and_the_job_commits_to_the_end(boot
 
     summary = run([FNAPI, f"--bootstrap_servers={bootstrap_servers}", f"--input_topic={topics.inp}",
                    f"--output_topic={topics.out}", f"--dlq_topic={topics.dlq}", "--group_id=g-hostile",
-                   "--scoring_url=" + _service_url(), "--progress_interval=0"])
+                   "--service_url=" + _service_url() + "/score", "--progress_interval=0"])
 
     dead = [json.loads(r.value) for r in consume_all(bootstrap_servers, topics.dlq, timeout=60)]
     assert len(dead) == len(HOSTILE)
-    assert all(d["stage"] == "parse" and d["reason"] for d in dead)
+    assert all(d["stage"] == "parse" and d["reason"] == "invalid_event" and d["detail"] for d in dead)
     reasons = Counter()
     for _, _, fragment in HOSTILE:
-        matching = [d for d in dead if fragment in d["reason"]]
-        assert matching, f"no dead letter says {fragment!r}: {[d['reason'] for d in dead]}"
+        matching = [d for d in dead if fragment in d["detail"]]
+        assert matching, f"no dead letter says {fragment!r}: {[d['detail'] for d in dead]}"
         reasons[fragment] += 1
-    big = next(d for d in dead if "too large" in d["reason"])
+    big = next(d for d in dead if "too large" in d["detail"])
     assert big["payload_truncated"] and big["payload_bytes"] > 1_000_000
-    assert next(d for d in dead if "UTF-8" in d["reason"])["payload_encoding"] == "base64"
+    assert next(d for d in dead if "UTF-8" in d["detail"])["payload_encoding"] == "base64"
 
     counts = txn_ids(bootstrap_servers, topics.out)
     assert set(counts) == set(valid) | {"v-dup"}

@@ -1,5 +1,5 @@
 """Security: Kafka over TLS, the scoring token never leaks, a huge response is a dead letter.
-(Redirects are refused: tests/unit/test_scoring_client.py.)"""
+(Redirects are refused: tests/unit/test_http_caller.py.)"""
 from __future__ import annotations
 
 import http.server
@@ -14,7 +14,14 @@ from pipelines.enrich_payments import run
 from testbed.kafka_admin import consume_all
 from testbed.local_ports import free_ports
 from testbed.produce import produce_events
-from tests.integration.reliability_support import fully_committed, job_args, make_topics, run_job, txn_ids
+from tests.integration.reliability_support import (
+    fully_committed,
+    job_args,
+    make_topics,
+    payments_contract,
+    run_job,
+    txn_ids,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,13 +81,14 @@ def test_scoring_token_is_never_printed_logged_or_exported(
     service = scoring_service_factory(token=TOKEN)
     topics = make_topics(bootstrap_servers, "token", partitions=2)
     produce_events(bootstrap_servers, topics.inp, count=300, malformed_fraction=0.05, seed=32)
-    extra, env = [], {}
+    env = {}
     if source == "file":
         (tmp_path / "token").write_text(TOKEN + "\n")
-        extra = [f"--scoring_token_file={tmp_path / 'token'}"]
+        auth = {"type": "bearer", "file": str(tmp_path / "token")}
     else:
         env = {"MY_SCORING_TOKEN": TOKEN}
-        extra = ["--scoring_token_env=MY_SCORING_TOKEN"]
+        auth = {"type": "bearer", "env": "MY_SCORING_TOKEN"}
+    extra = [f"--contract={payments_contract(tmp_path / 'contract.yaml', auth=auth)}"]
     job = run_job(job_args(bootstrap_servers, topics, service.url, "g-token", "--progress_interval=1", *extra),
                   tmp_path, f"token-{source}", env=env)
     stats = service.stats()
@@ -122,11 +130,11 @@ def test_huge_response_becomes_a_dead_letter_not_an_oom(bootstrap_servers, tmp_p
         topics = make_topics(bootstrap_servers, "huge", partitions=1)
         produce_events(bootstrap_servers, topics.inp, count=40, seed=33)
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        summary = run(job_args(bootstrap_servers, topics, url, "g-huge", "--batch_size=10"))
+        summary = run(job_args(bootstrap_servers, topics, url, "g-huge", "--batch_size=10", "--probe_timeout=0"))
     finally:
         server.shutdown()
     dead = [json.loads(r.value) for r in consume_all(bootstrap_servers, topics.dlq, timeout=60)]
     assert len(dead) == 40 and summary.counter("score_dead_letters") == 40
-    assert all(d["stage"] == "score" and "response_too_large" in d["reason"] for d in dead)
+    assert all(d["stage"] == "enrich" and d["reason"] == "response_too_large" for d in dead)
     assert summary.attempts == summary.counter("batches")     # not retried: it is not transient
     assert fully_committed(bootstrap_servers, "g-huge", topics.inp)

@@ -17,8 +17,7 @@ from testbed.local_ports import free_ports
 from testbed.produce import produce_events
 from testbed.scoring_process import ScoringServiceProcess, service_args
 from tests.integration.reliability_support import JobProcess, fully_committed, job_args, make_topics, txn_ids, wait_for
-from transforms.control.retry_budget import RetryBudget
-from transforms.scoring.runtime import ScoringConfig
+from transforms.control.settings import DEFAULTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,12 +27,10 @@ OUTAGE_S = 60.0
 def budget_bound(first_attempts: int, outage_s: float) -> float:
     """Failed attempts an outage can cost: the retry budget (full bucket + refill over the
     outage + what first attempts deposit) plus the first attempts of the batches that were
-    outstanding (at most 2 x max_in_flight; `ScoringRuntime.submit` blocks beyond)."""
-    cfg = ScoringConfig(url="http://unused")
-    budget = RetryBudget()  # the pipeline builds it with the config's ratio and min_per_s
-    max_tokens = budget._max
-    return (max_tokens + cfg.retry_budget_min_per_s * outage_s + cfg.retry_budget_ratio * first_attempts
-            + 2 * cfg.max_in_flight)
+    outstanding (at most 2 x max_in_flight; `EnrichmentRuntime.submit` blocks beyond)."""
+    cfg = DEFAULTS   # the job's throttle is built from these (transforms/control/factory.py)
+    return (cfg.retry_budget_max_tokens + cfg.retry_budget_min_per_s * outage_s
+            + cfg.retry_budget_ratio * first_attempts + cfg.outstanding_factor * cfg.max_in_flight)
 
 
 def test_service_down_60s_then_back_on_same_port_loses_nothing_and_retries_within_budget(
@@ -134,7 +131,7 @@ def test_capacity_drop_in_overload_mode_our_client_recovers(
     summary = run(["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner",
                    f"--bootstrap_servers={bootstrap_servers}", f"--input_topic={topics['in']}",
                    f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}",
-                   "--group_id=g-meta", f"--scoring_url={service.url}", "--batch_size=10",
+                   "--group_id=g-meta", f"--service_url={service.url}/score", "--batch_size=10",
                    "--progress_interval=0"])
     stats = service.stats()
     batches = summary.counter("batches")
@@ -145,7 +142,8 @@ def test_capacity_drop_in_overload_mode_our_client_recovers(
     assert summary.counter("events_scored") == len(produced.txn_ids)
     assert summary.counter("score_dead_letters") == 0
     # Retries never exceed what the budget lets through: full bucket + ratio x first tries + refill.
-    assert retries <= RetryBudget()._max + 0.1 * batches + 1.0 * summary.wall_s
+    assert retries <= (DEFAULTS.retry_budget_max_tokens + DEFAULTS.retry_budget_ratio * batches
+                       + DEFAULTS.retry_budget_min_per_s * summary.wall_s)
     assert fully_committed(bootstrap_servers, "g-meta", topics["in"])
 
     # The naive client against a fresh service with the same fault: shown, not asserted.

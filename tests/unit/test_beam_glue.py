@@ -1,6 +1,6 @@
-"""The Beam glue of the data path on the FnApiRunner, without Kafka or the scoring service.
+"""The Beam glue of the data path on the FnApiRunner, without Kafka or a service.
 
-`ScoreInBatches` runs with a fake runtime (its `runtime_factory` seam) and
+`ThrottledEnrichment` runs with a fake runtime (its `runtime_factory` seam) and
 `CommitOffsets` with an in-memory twin of the group's offsets (its
 `offsets_factory` seam); the parse step needs neither. The runner runs in this
 process, so the fakes report through module-level registries.
@@ -14,21 +14,33 @@ from collections import defaultdict
 from concurrent.futures import Future
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import events
-from transforms.control.batching import BatchPolicy
+from transforms.contract.loader import DEFAULT_CONTRACT, load_contract
+from transforms.contract.schema import Event, EventSchema
+from transforms.control.settings import ThrottleSettings
+from transforms.control.signals import ElementFailure
 from transforms.control.throttle import CallOutcome
-from transforms.events import DeadLetter, ParsedEvent, ParseEvents, PaymentEvent, ScoredEvent, SkippedOffsets
+from transforms.enrichment.outcomes import Enriched, Failed
+from transforms.enrichment.runtime import BatchResult, EnrichmentStopped
+from transforms.enrichment.transform import ThrottledEnrichment, shard_of
+from transforms.events import (
+    DeadLetter,
+    ParsedEvent,
+    ParseEvents,
+    SkippedOffsets,
+    shard_key_of,
+    size_of,
+    timestamp_of,
+)
 from transforms.kafka.commit import CommitOffsets, GroupOffsets
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.records import CommittedOffset, KafkaRecord, OffsetAck, OffsetGap, SourcePosition
-from transforms.outputs import to_record
-from transforms.scoring.codec import Verdict
-from transforms.scoring.runtime import BatchResult, ScoringConfig
-from transforms.scoring.score_in_batches import ScoreInBatches, shard_of
+from transforms.outputs import RecordEncoder
 
 FNAPI = ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
+CONTRACT = load_contract(DEFAULT_CONTRACT)
 
 _LOCK = threading.Lock()
 _SUBMITTED: dict[str, list[list[ParsedEvent]]] = defaultdict(list)
@@ -36,23 +48,38 @@ _OUTPUTS: dict[str, list[object]] = defaultdict(list)
 _COMMITS: dict[str, list[dict[tuple[str, int], int]]] = defaultdict(list)
 
 
+def _id(element: object) -> str:
+    return element.event.id if isinstance(element, ParsedEvent) else str(element)
+
+
 class FakeRuntime:
-    """Completes every batch at once: scored, unless one of its txn_ids starts with "fail"."""
+    """Completes every batch at once: enriched, unless an id starts with "fail" (the batch fails), "bad"
+    (that element fails alone) or "stop" (the job must stop)."""
 
     def __init__(self, run: str) -> None:
         self._run = run
 
-    def submit(self, batch: list[ParsedEvent], shard: int) -> Future[BatchResult]:
+    def submit(self, batch: list, shard: int) -> Future[BatchResult]:
         with _LOCK:
             _SUBMITTED[self._run].append(list(batch))
-        if any(p.event.txn_id.startswith("fail") for p in batch):
-            outcome = CallOutcome(ok=False, attempts=3, last_status=503, error="gave up after 3 attempts: http_503")
+        ids = [_id(e) for e in batch]
+        if any(i.startswith("stop") for i in ids):
+            outcome = CallOutcome(ok=False, attempts=1, last_status=401, failure="http_401",
+                                  error="status 401 is listed under status.stop", stop=True)
+        elif any(i.startswith("fail") for i in ids):
+            outcome = CallOutcome(ok=False, attempts=3, last_status=503, failure="retries_exhausted",
+                                  error="gave up after 3 attempts: http_503")
         else:
             outcome = CallOutcome(ok=True, attempts=1, reasons=["ok"], latencies_s=[0.01],
-                                  value=[Verdict(0.5, "approve", "m1") for _ in batch])
+                                  value=[ElementFailure("missing_result", "no result") if i.startswith("bad")
+                                         else (0.5, "approve", "m1") for i in ids])
         future: Future[BatchResult] = Future()
         future.set_result(BatchResult(list(batch), outcome, 0.01))
         return future
+
+    def account(self, result: BatchResult) -> None:
+        if result.outcome.stop:
+            raise EnrichmentStopped(result.outcome.error or "")
 
     def gauges(self) -> dict[str, float]:
         return {"rate_limit_rps": 10.0, "in_flight": 0, "in_flight_limit": 4}
@@ -62,8 +89,12 @@ class FakeRuntimeFactory:
     def __init__(self, run: str) -> None:
         self._run = run
 
-    def __call__(self, config: ScoringConfig) -> FakeRuntime:
+    def __call__(self, settings: ThrottleSettings, caller: object, key: str) -> FakeRuntime:
         return FakeRuntime(self._run)
+
+
+class NoCaller:
+    """Never called: the fake runtime answers."""
 
 
 class FakeOffsets(GroupOffsets):
@@ -101,100 +132,143 @@ class _Collect(beam.DoFn):
 
 
 def _parsed(i: int, account: str | None = None, raw_bytes: int = 100, txn: str | None = None) -> ParsedEvent:
-    event = PaymentEvent(txn or f"t{i}", account or f"acct-{i % 37}", "card", "shop", 10.0, "EUR",
-                         "2026-01-01T00:00:00Z")
+    txn, account = txn or f"t{i}", account or f"acct-{i % 37}"
+    event = Event((txn, account, "card", "shop", 10.0, "EUR", "2026-01-01T00:00:00Z"), txn, account)
     return ParsedEvent(event, b"x" * raw_bytes, SourcePosition("in", i % 4, i, i), 1_700_000_000_000 + i)
 
 
-def _run_scoring(items: list[object], policy: BatchPolicy, shards: int = 4) -> tuple[list[object], list[list]]:
+def _enrich(items: list[object], shards: int = 4, **settings) -> tuple[list[object], list[list]]:
     run = uuid.uuid4().hex
-    config = ScoringConfig(url="http://unused.invalid")
     with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
         (p | beam.Create(items, reshuffle=False)
-           | ScoreInBatches(config, policy, shards, runtime_factory=FakeRuntimeFactory(run))
+           | ThrottledEnrichment(NoCaller(), ThrottleSettings(num_shards=shards, **settings), shard_key=shard_key_of,
+                                 size_of=size_of, passthrough=(DeadLetter,), timestamp_of=timestamp_of,
+                                 runtime_factory=FakeRuntimeFactory(run))
            | beam.ParDo(_Collect(run)))
     return _OUTPUTS.pop(run), _SUBMITTED.pop(run, [])
 
 
+def _letter(offset: int) -> DeadLetter:
+    return DeadLetter("invalid_event", "invalid JSON", "parse", b"{", SourcePosition("in", 0, offset, offset))
+
+
 def test_every_input_yields_exactly_one_output_and_tails_are_flushed() -> None:
     valid = [_parsed(i) for i in range(1003)]
-    parse_failures = [DeadLetter("invalid JSON", "parse", b"{", SourcePosition("in", 0, 5000 + i, 5000 + i))
-                      for i in range(7)]
-    outputs, batches = _run_scoring(valid + parse_failures, BatchPolicy(max_events=20, max_bytes=10_000))
+    parse_failures = [_letter(5000 + i) for i in range(7)]
+    outputs, batches = _enrich(valid + parse_failures, batch_size=20, max_batch_bytes=10_000)
 
-    scored = [o for o in outputs if isinstance(o, ScoredEvent)]
+    enriched = [o for o in outputs if isinstance(o, Enriched)]
     passed = [o for o in outputs if isinstance(o, DeadLetter)]
-    assert sorted(s.parsed.event.txn_id for s in scored) == sorted(p.event.txn_id for p in valid)
+    assert sorted(e.element.event.id for e in enriched) == sorted(p.event.id for p in valid)
     assert sorted(d.source.offset for d in passed) == sorted(d.source.offset for d in parse_failures)
     assert len(outputs) == len(valid) + len(parse_failures)
     # Each shard's last, partial batch was flushed at the end of the bundle.
     assert sum(len(b) for b in batches) == len(valid)
     assert any(len(b) < 20 for b in batches)
-    assert all(s.score == 0.5 and s.decision == "approve" and s.attempts == 1 for s in scored)
+    assert all(e.result == (0.5, "approve", "m1") and e.attempts == 1 for e in enriched)
 
 
 def test_batches_respect_the_event_and_byte_bounds_and_shards() -> None:
     # 300-byte events under a 1,000-byte bound: at most 3 per batch although 20 would fit by count.
     valid = [_parsed(i, raw_bytes=300) for i in range(200)]
-    _, batches = _run_scoring(valid, BatchPolicy(max_events=20, max_bytes=1_000))
+    _, batches = _enrich(valid, batch_size=20, max_batch_bytes=1_000)
     assert all(1 <= len(b) <= 3 for b in batches)
     assert all(sum(len(p.raw) for p in b) <= 1_000 for b in batches)
     # A batch holds the events of one shard only (an account always lands in one shard).
-    _, by_count = _run_scoring([_parsed(i) for i in range(200)], BatchPolicy(max_events=7, max_bytes=10**6))
+    _, by_count = _enrich([_parsed(i) for i in range(200)], batch_size=7)
     assert all(len(b) <= 7 for b in by_count)
-    assert all(len({shard_of(p.event.account_id, 4) for p in b}) == 1 for b in by_count)
+    assert all(len({shard_of(p.event.key, 4) for p in b}) == 1 for b in by_count)
 
 
-def test_a_failed_batch_becomes_one_dead_letter_per_event_with_the_reason() -> None:
-    events = [_parsed(i, account="acct-same") for i in range(5)] + [_parsed(99, account="acct-same", txn="fail-1")]
-    outputs, _ = _run_scoring(events, BatchPolicy(max_events=100, max_bytes=10**6), shards=1)
-    dead = [o for o in outputs if isinstance(o, DeadLetter)]
-    assert len(outputs) == 6 and len(dead) == 6    # the one batch failed as a whole
-    assert all(d.stage == "score" and d.attempts == 3 and d.last_status == 503 and "http_503" in d.reason
-               for d in dead)
-    assert {d.txn_id for d in dead} == {p.event.txn_id for p in events}
+def test_a_failed_batch_fails_every_element_and_a_failed_result_only_its_own() -> None:
+    events = ([_parsed(i, account="acct-same") for i in range(5)]
+              + [_parsed(99, account="acct-same", txn="fail-1")] + [_parsed(7, account="other", txn="bad-7")])
+    outputs, _ = _enrich(events, shards=1, batch_size=6)
+    failed = [o for o in outputs if isinstance(o, Failed)]
+    assert len(outputs) == 7 and len(failed) == 7     # the first batch failed as a whole; bad-7 alone
+    whole = [f for f in failed if f.reason == "retries_exhausted"]
+    assert {f.element.event.id for f in whole} == {p.event.id for p in events[:6]}
+    assert all(f.attempts == 3 and f.last_status == 503 and "http_503" in f.detail for f in whole)
+    [alone] = [f for f in failed if f.reason == "missing_result"]
+    assert alone.element.event.id == "bad-7" and alone.attempts == 1
+
+
+def test_a_stopping_batch_fails_the_bundle_with_the_one_line_reason_and_emits_nothing_of_it() -> None:
+    events = [_parsed(i) for i in range(50)] + [_parsed(50, txn="stop-50")]
+    run = uuid.uuid4().hex
+    with pytest.raises(Exception, match="enrichment stopped: status 401 is listed under status.stop"):
+        with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
+            (p | beam.Create(events, reshuffle=False)
+               | ThrottledEnrichment(NoCaller(), ThrottleSettings(num_shards=1, batch_size=100),
+                                     runtime_factory=FakeRuntimeFactory(run))
+               | beam.ParDo(_Collect(run)))
+    assert not any(_id(o.element) == "stop-50" for o in _OUTPUTS.pop(run, []))
+
+
+def test_outputs_keep_their_elements_windows_and_timestamps() -> None:
+    """Any PCollection, windowed or not: each output is in its element's window, at its timestamp."""
+    run = uuid.uuid4().hex
+    with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
+        (p | beam.Create([(f"e{i}", i * 10) for i in range(30)])
+           | beam.Map(lambda kv: beam.window.TimestampedValue(kv[0], kv[1]))
+           | beam.WindowInto(beam.window.FixedWindows(60))
+           | ThrottledEnrichment(NoCaller(), ThrottleSettings(num_shards=2, batch_size=4),
+                                 runtime_factory=FakeRuntimeFactory(run))
+           | beam.ParDo(_CollectWindowed(run)))
+    seen = sorted(_OUTPUTS.pop(run))
+    assert seen == sorted((f"e{i}", i * 10, (i * 10 // 60) * 60) for i in range(30))
+
+
+class _CollectWindowed(beam.DoFn):
+    def __init__(self, run: str) -> None:
+        self._run = run
+
+    def process(self, element: object, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        with _LOCK:
+            _OUTPUTS[self._run].append((element.element, int(timestamp), int(window.start)))
+
+
+GOOD = {"txn_id": "t1", "account_id": "a", "card_id": "c", "merchant": "m", "amount": 5.0,
+        "currency": "EUR", "event_time": "2026-01-01T00:00:00Z"}
 
 
 def test_parse_turns_every_record_into_an_event_or_a_dead_letter() -> None:
-    good = {"txn_id": "t1", "account_id": "a", "card_id": "c", "merchant": "m", "amount": 5.0,
-            "currency": "EUR", "event_time": "2026-01-01T00:00:00Z"}
-    values = [json.dumps(good).encode(), b"{not json", None, b"\xff\xfe", json.dumps({**good, "amount": -1}).encode()]
+    values = [json.dumps(GOOD).encode(), b"{not json", None, b"\xff\xfe", json.dumps({**GOOD, "amount": -1}).encode()]
     records = [KafkaRecord(SourcePosition("in", 0, i, i), None, v, 0) for i, v in enumerate(values)]
     outputs = _parse(records)
     assert [type(o).__name__ for o in outputs] == ["ParsedEvent"] + ["DeadLetter"] * 4
-    assert all(o.reason and o.stage == "parse" for o in outputs[1:])
+    assert all(o.reason == "invalid_event" and o.detail and o.stage == "parse" for o in outputs[1:])
 
 
 def test_a_parser_bug_costs_one_dead_letter_not_the_bundle(monkeypatch) -> None:
-    real = events.parse_event
+    real = EventSchema.parse
 
-    def buggy(value: bytes | None):
+    def buggy(self, value: bytes | None):
         if value == b"boom":
             raise RuntimeError("a bug in the parser")
-        return real(value)
+        return real(self, value)
 
-    monkeypatch.setattr(events, "parse_event", buggy)
-    good = json.dumps({"txn_id": "t1", "account_id": "a", "card_id": "c", "merchant": "m", "amount": 5.0,
-                       "currency": "EUR", "event_time": "2026-01-01T00:00:00Z"}).encode()
+    monkeypatch.setattr(EventSchema, "parse", buggy)
+    good = json.dumps(GOOD).encode()
     records = [KafkaRecord(SourcePosition("in", 0, i, i), None, v, 0) for i, v in enumerate([good, b"boom", good])]
     outputs = _parse(records)
     assert [type(o).__name__ for o in outputs] == ["ParsedEvent", "DeadLetter", "ParsedEvent"]
-    assert outputs[1].reason == "parser error: RuntimeError: 'a bug in the parser'"
+    assert outputs[1].detail == "parser error: RuntimeError: 'a bug in the parser'"
 
 
-def test_an_offset_gap_passes_parse_and_scoring_and_becomes_the_gap_again() -> None:
+def test_an_offset_gap_passes_parse_and_enrichment_and_becomes_the_gap_again() -> None:
     gap = OffsetGap(SourcePosition("in", 0, 9, 5))
     [skipped] = _parse([gap])
     assert isinstance(skipped, SkippedOffsets) and skipped.source == gap.source
-    outputs, batches = _run_scoring([skipped], BatchPolicy(max_events=20, max_bytes=10_000))
+    outputs, batches = _enrich([skipped], batch_size=20)
     assert outputs == [skipped] and batches == []        # passed through like a dead letter
-    assert to_record(skipped, "out", "dlq") == gap       # nothing to write: the writer acks the gap
+    assert RecordEncoder(CONTRACT, "out", "dlq")(skipped) == gap   # nothing to write: the writer acks the gap
 
 
 def _parse(records: list) -> list:
     run = uuid.uuid4().hex
     with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
-        p | beam.Create(records, reshuffle=False) | ParseEvents() | beam.ParDo(_Collect(run))
+        p | beam.Create(records, reshuffle=False) | ParseEvents(CONTRACT.schema) | beam.ParDo(_Collect(run))
     return sorted(_OUTPUTS.pop(run), key=lambda o: o.source.offset)
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from pipelines.options import EnrichPaymentsOptions, parse_options, validate, validate_runner
 from testbed.flink_jobserver import FLINK_MINOR
+from transforms.contract.loader import load_contract
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -39,7 +40,7 @@ def _install_requires() -> list[str]:
     tree = ast.parse((ROOT / "setup.py").read_text())
     call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
     deps = next(k.value for k in call.keywords if k.arg == "install_requires")
-    beam = _setup_constant("BEAM_VERSION")
+    beam = _setup_constant("PINNED_BEAM")
     return [f"apache-beam=={beam}" if isinstance(e, ast.JoinedStr) else ast.literal_eval(e) for e in deps.elts]
 
 
@@ -148,7 +149,7 @@ def test_submitter_args() -> None:
     cluster = fd["spec"]["flinkConfiguration"]["execution.checkpointing.interval"]
     assert cluster.replace(" ", "") == f"{int(interval) // 1000}s"
     jar = next(a.split("=", 1)[1] for a in args if a.startswith("--flink_job_server_jar="))
-    beam = _setup_constant("BEAM_VERSION")
+    beam = _setup_constant("PINNED_BEAM")
     assert jar == f"/opt/jobserver/beam-runners-flink-{FLINK_MINOR}-job-server-{beam}.jar"
     spec = _one("Job")["spec"]
     assert spec["backoffLimit"] == 0 and spec["template"]["spec"]["restartPolicy"] == "Never"
@@ -164,7 +165,8 @@ def test_submitter_args_pass_the_jobs_own_validation() -> None:
     opts = options.view_as(EnrichPaymentsOptions)
     validate(opts)
     validate_runner(options, argv)
-    assert opts.scoring_token_env == "SCORING_TOKEN"
+    auth = load_contract(opts.contract).endpoint.auth
+    assert auth is not None and auth.secret.env == "SCORING_TOKEN"
     assert "SCORING_TOKEN" in {e["name"] for e in container["env"]}
     assert {"security.protocol=SSL", "ssl.ca.location=/etc/kafka-tls/ca.crt"} <= set(opts.kafka_property)
 
@@ -203,7 +205,7 @@ def test_tls_secret_is_mounted_where_the_kafka_property_points() -> None:
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.python-harness", "Dockerfile.submitter"])
 def test_dockerfiles_pin_setup_pys_beam_and_install_its_deps(dockerfile: str) -> None:
     text = (DOCKER / dockerfile).read_text()
-    beam = _setup_constant("BEAM_VERSION")
+    beam = _setup_constant("PINNED_BEAM")
     assert re.search(rf"^ARG BEAM_VERSION={re.escape(beam)}$", text, re.MULTILINE)
     assert "pip install --no-cache-dir --no-deps ." in text
     quoted = re.findall(r'"([^"$]+(?:[<>=]=?[^"]*)?)"', text)

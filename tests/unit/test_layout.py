@@ -1,4 +1,5 @@
-"""The layout stays one-directional: no module of the project imports a module that imports it back."""
+"""The layout stays one-directional: no module of the project imports a module that imports it back,
+and what is installed does not reach into the development parts."""
 from __future__ import annotations
 
 import ast
@@ -74,3 +75,13 @@ def test_no_import_cycles() -> None:
 
 def test_the_cycle_finder_finds_cycles() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_shipped_packages_never_import_the_testbed() -> None:
+    """`pip install .` ships pipelines/ and transforms/ only (setup.py): an import of testbed/ from
+    them would fail outside the repository."""
+    modules = _modules()
+    shipped = {name: path for name, path in modules.items() if name.split(".")[0] in ("pipelines", "transforms")}
+    offenders = {name: sorted(m for m in _imports(path, modules) if m.split(".")[0] in ("testbed", "tests"))
+                 for name, path in shipped.items()}
+    assert {name: found for name, found in offenders.items() if found} == {}

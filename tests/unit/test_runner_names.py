@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import enrich_payments
 from pipelines.enrich_payments import FN_API_RUNNER, with_runner_defaults
 from pipelines.options import ConfigError, parse_options, runner_name, validate_runner
-from testbed import flink_jobserver, kafka_expansion
 
 PRISM = ["prism", "Prism", "PRISMRUNNER", "PrismRunner", "apache_beam.runners.portability.prism_runner.PrismRunner"]
 FLINK = ["flink", "Flink", "flinkrunner", "FlinkRunner", "apache_beam.runners.portability.flink_runner.FlinkRunner"]
@@ -23,9 +23,9 @@ def local_jars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Pat
             "expansion": tmp_path / "expansion.jar"}
     for jar in jars.values():
         jar.touch()
-    monkeypatch.setattr(flink_jobserver, "JAR", jars["flink"])
-    monkeypatch.setattr(kafka_expansion, "JOB_SERVER_JAR", jars["kafka_job_server"])
-    monkeypatch.setattr(kafka_expansion, "EXPANSION_JAR", jars["expansion"])
+    monkeypatch.setattr(enrich_payments, "FLINK_JOB_SERVER_JAR", jars["flink"])
+    monkeypatch.setattr(enrich_payments, "KAFKA_JOB_SERVER_JAR", jars["kafka_job_server"])
+    monkeypatch.setattr(enrich_payments, "KAFKA_EXPANSION_JAR", jars["expansion"])
     return jars
 
 

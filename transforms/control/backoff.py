@@ -11,8 +11,8 @@ import random
 
 
 class FullJitterBackoff:
-    def __init__(self, base_s: float = 0.1, cap_s: float = 10.0,
-                 max_retry_after_s: float = 60.0, rng: random.Random | None = None) -> None:
+    def __init__(self, *, base_s: float, cap_s: float, max_retry_after_s: float,
+                 rng: random.Random | None = None) -> None:
         if base_s <= 0 or cap_s < base_s:
             raise ValueError("backoff needs 0 < base <= cap")
         self.base_s = base_s

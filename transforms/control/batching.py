@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_events: int = 100
-    max_bytes: int = 1_000_000
+    """Built from `ThrottleSettings.batch_size` and `max_batch_bytes` (their defaults live there)."""
+    max_events: int
+    max_bytes: int
 
     def __post_init__(self) -> None:
         if self.max_events < 1:

@@ -24,7 +24,7 @@ CONCURRENCY_STATUS = frozenset({503, 504})
 
 
 class ConcurrencyLimit:
-    def __init__(self, hard_cap: int, floor: int = 2, headroom: float = 2.0, shrink: float = 0.8,
+    def __init__(self, hard_cap: int, *, floor: int, headroom: float, shrink: float = 0.8,
                  smoothing: float = 0.5) -> None:
         if hard_cap < 1 or not 1 <= floor <= hard_cap:
             raise ValueError("concurrency needs 1 <= floor <= hard_cap")

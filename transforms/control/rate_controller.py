@@ -44,8 +44,8 @@ from transforms.control.signals import AttemptKind, AttemptResult
 
 
 class CubicRateController:
-    def __init__(self, initial_rate: float = 50.0, min_rate: float = 1.0, max_rate: float = 10_000.0,
-                 beta: float = 0.85, c: float = 0.2, tick_s: float = 0.25, utilisation: float = 0.8,
+    def __init__(self, *, initial_rate: float, min_rate: float, max_rate: float, beta: float = 0.85,
+                 c: float = 0.2, tick_s: float = 0.25, utilisation: float = 0.8,
                  latency_guard: float = 3.0, baseline_window_s: float = 30.0, outage_s: float = 1.0,
                  doubling_s: float = 0.5, min_cut: float = 0.64, probe_rate: float = 2.0,
                  clock: Clock = SYSTEM_CLOCK) -> None:

@@ -18,8 +18,7 @@ from transforms.control.clock import SYSTEM_CLOCK, Clock
 
 
 class RetryBudget:
-    def __init__(self, ratio: float = 0.1, min_per_s: float = 1.0, max_tokens: float = 20.0,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, *, ratio: float, min_per_s: float, max_tokens: float, clock: Clock = SYSTEM_CLOCK) -> None:
         if not 0 <= ratio <= 1 or min_per_s < 0 or max_tokens < 1:
             raise ValueError("retry budget needs 0 <= ratio <= 1, min_per_s >= 0, max_tokens >= 1")
         self._ratio = ratio

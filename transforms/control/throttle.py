@@ -2,14 +2,16 @@
 
 For each call (one batch): deposit in the retry budget, wait for a pacer slot
 (rate), take an in-flight slot (concurrency), attempt, feed the controllers,
-then either return, give up (fatal status, attempt limit, deadline) or back
-off with full jitter (honouring Retry-After) and retry when the budget allows.
+then either return, give up (a rejection, the attempt limit, the deadline),
+stop (the service says the job is misconfigured) or back off with full
+jitter (honouring Retry-After) and retry when the budget allows. The batch
+deadline bounds the attempts too: each may take at most what is left of it.
 
 The life of a call is written once, as `steps()`: a generator that yields what
 to do next - `Sleep` (pacer), `Park` (backoff or an empty budget: a wait the
-end of an outage cuts short) or `ATTEMPT` - and receives each attempt's
+end of an outage cuts short) or `Attempt` - and receives each attempt's
 result. Three drivers perform those steps: the scoring runtime as coroutines
-on its event loop (`transforms/scoring/runtime.py`), the simulation in
+on its event loop (`transforms/enrichment/runtime.py`), the simulation in
 `testbed/sim` in simulated time, and `call()` here, blocking the calling
 thread on every wait - the plain driver the unit tests use with a fake clock.
 Pressure travels upstream through `enter()`: a submitter blocks there while
@@ -37,8 +39,8 @@ from transforms.control.backoff import FullJitterBackoff
 from transforms.control.clock import SYSTEM_CLOCK, Clock
 from transforms.control.concurrency import ConcurrencyLimit
 from transforms.control.inflight import InFlightLimiter
+from transforms.control.limits import RateLimit
 from transforms.control.pacer import Pacer
-from transforms.control.rate_controller import CubicRateController
 from transforms.control.retry_budget import RetryBudget
 from transforms.control.signals import AttemptKind, AttemptResult
 
@@ -52,7 +54,9 @@ class CallOutcome:
     latencies_s: list[float] = field(default_factory=list)
     throttled_s: float = 0.0                           # waited on pacer, backoff and budget
     last_status: int | None = None
-    error: str | None = None                           # why it gave up (dead-letter reason)
+    failure: str | None = None                         # why it gave up, a short code (the dead letter's reason)
+    error: str | None = None                           # the same as one line for people
+    stop: bool = False                                 # the job is misconfigured: stop it, dead-letter nothing
 
 
 @dataclass(frozen=True)
@@ -67,31 +71,40 @@ class Park:
     seconds: float
 
 
-class _Attempt:
-    """Take an in-flight slot, make the attempt, release the slot; send back (result, latency_s)."""
+@dataclass(frozen=True)
+class Attempt:
+    """Take an in-flight slot, make the attempt, release the slot; send back (result, latency_s).
+
+    The batch's deadline is `deadline_in_s` away: waiting for the slot and the attempt together
+    may not take longer, and the attempt alone at most `timeout_s` (the request timeout); the
+    driver cuts the attempt there as a timeout, whatever the service is doing, and sends back
+    `(None, waited_s)` if no slot came free in time (no attempt was made)."""
+    timeout_s: float
+    deadline_in_s: float
 
 
-ATTEMPT = _Attempt()
-Step = Sleep | Park | _Attempt
+Step = Sleep | Park | Attempt
 Steps = Generator[Step, Any, CallOutcome]
 
 
 class AdaptiveThrottle:
-    def __init__(self, controller: CubicRateController, max_in_flight: int,
-                 budget: RetryBudget | None = None, backoff: FullJitterBackoff | None = None,
-                 max_attempts: int = 10, deadline_s: float = 300.0, burst: float = 1.0,
-                 concurrency: ConcurrencyLimit | None = None, outstanding_factor: int = 2,
+    """Built by `factory.build_throttle` from `ThrottleSettings`, where every default lives."""
+
+    def __init__(self, controller: RateLimit, concurrency: ConcurrencyLimit, budget: RetryBudget,
+                 backoff: FullJitterBackoff, max_attempts: int, deadline_s: float, request_timeout_s: float,
+                 outstanding_factor: int, burst: float = 1.0,
                  clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None) -> None:
-        if max_attempts < 1 or deadline_s <= 0:
-            raise ValueError("max_attempts must be >= 1 and deadline_s > 0")
+        if max_attempts < 1 or deadline_s <= 0 or request_timeout_s <= 0:
+            raise ValueError("max_attempts must be >= 1, deadline_s > 0 and request_timeout_s > 0")
         self.controller = controller
-        self.concurrency = concurrency or ConcurrencyLimit(max_in_flight, floor=min(2, max_in_flight))
+        self.concurrency = concurrency
         self.pacer = Pacer(controller.rate, burst=burst, horizon_s=controller.tick_s, clock=clock)
         self.inflight = InFlightLimiter(self.concurrency.limit)
-        self.budget = budget or RetryBudget(clock=clock)
-        self.backoff = backoff or FullJitterBackoff()
+        self.budget = budget
+        self.backoff = backoff
         self.max_attempts = max_attempts
         self.deadline_s = deadline_s
+        self.request_timeout_s = request_timeout_s
         self._clock = clock
         self._rng = rng or random.Random()
         self.outstanding_factor = outstanding_factor
@@ -126,8 +139,8 @@ class AdaptiveThrottle:
                     # what drains the batches parked here once a service recovers.
                     wait = min(max(self.budget.seconds_until_token(), 0.02), 0.1) * self._rng.uniform(1.0, 2.0)
                     if clock.now() + wait > deadline:
-                        out.error = f"retry budget exhausted after {out.attempts} attempts: {out.reasons[-1]}"
-                        return out
+                        return _gave_up(out, "deadline", f"retry budget exhausted until the batch deadline "
+                                                         f"after {out.attempts} attempts: {_last(out)}")
                     out.throttled_s += wait
                     yield Park(wait)
             while (slot := self.pacer.reserve()) is None:
@@ -136,7 +149,14 @@ class AdaptiveThrottle:
             if slot > 0:
                 out.throttled_s += slot
                 yield Sleep(slot)
-            result, latency = yield ATTEMPT
+            left = deadline - clock.now()
+            if left <= 0:
+                return _gave_up(out, "deadline", f"deadline passed after {out.attempts} attempts: {_last(out)}")
+            result, latency = yield Attempt(min(self.request_timeout_s, left), left)
+            if result is None:
+                out.throttled_s += latency
+                return _gave_up(out, "deadline", f"deadline passed waiting for an in-flight slot after "
+                                                 f"{out.attempts} attempts: {_last(out)}")
             out.attempts += 1
             out.reasons.append(result.reason)
             out.latencies_s.append(latency)
@@ -148,19 +168,19 @@ class AdaptiveThrottle:
                     self.budget.refund()
                 out.ok, out.value = True, result.value
                 return out
-            if result.kind is AttemptKind.FATAL:
-                out.error = f"non-retryable {result.reason}"
-                return out
+            if result.kind is AttemptKind.STOP:
+                out.stop = True
+                return _gave_up(out, result.reason, _said(result))
+            if result.kind is AttemptKind.REJECTED:
+                return _gave_up(out, result.reason, _said(result))
             if out.attempts >= self.max_attempts:
-                out.error = f"gave up after {out.attempts} attempts: {result.reason}"
-                return out
+                return _gave_up(out, "retries_exhausted", f"gave up after {out.attempts} attempts: {_said(result)}")
             if epoch != self._recoveries:
                 failures, epoch = 0, self._recoveries   # failing through an outage is not this batch's fault
             failures += 1
             delay = self.backoff.delay(failures, result.retry_after_s)
             if clock.now() + delay > deadline:
-                out.error = f"deadline exceeded after {out.attempts} attempts: {result.reason}"
-                return out
+                return _gave_up(out, "deadline", f"deadline exceeded after {out.attempts} attempts: {_said(result)}")
             out.throttled_s += delay
             yield Park(delay)
 
@@ -248,7 +268,8 @@ class AdaptiveThrottle:
     # ---- performing the steps with threads ------------------------------------------------------
 
     def call(self, attempt_fn: Callable[[], AttemptResult]) -> CallOutcome:
-        """Runs one call to its outcome in the calling thread, blocking on every wait."""
+        """Runs one call to its outcome in the calling thread, blocking on every wait (the
+        attempt's time bound is left to `attempt_fn`: a thread cannot be cut short)."""
         steps = self.steps()
         sent: Any = None
         while True:
@@ -258,7 +279,7 @@ class AdaptiveThrottle:
                 outcome: CallOutcome = done.value
                 return outcome
             sent = None
-            if step is ATTEMPT:
+            if isinstance(step, Attempt):
                 with self.inflight.slot():
                     self.started()
                     begun = self._clock.now()
@@ -278,3 +299,16 @@ class AdaptiveThrottle:
             self._clock.wait(self._wake, lambda: self._recoveries != seen, seconds)
             self._parked -= 1
             self._maybe_resume()
+
+
+def _said(result: AttemptResult) -> str:
+    return f"{result.reason}: {result.detail}" if result.detail else result.reason
+
+
+def _last(out: CallOutcome) -> str:
+    return out.reasons[-1] if out.reasons else "no attempt"
+
+
+def _gave_up(out: CallOutcome, failure: str, error: str) -> CallOutcome:
+    out.failure, out.error = failure, error
+    return out

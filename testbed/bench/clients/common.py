@@ -1,8 +1,8 @@
 """What the thread-pool baselines share: a DoFn that hands batches to a process-wide pool, and the
 attempt bookkeeping that makes their figures comparable with ours.
 
-Requests are encoded, responses validated and outputs built by
-`transforms.scoring.codec`, exactly as the pipeline's own client does; each
+Requests are encoded, responses validated and outputs built by the contract's
+codec (`transforms/contract/codec.py`), exactly as the pipeline's own caller does; each
 attempt is counted under the same metric names (`requests`, `request_latency_ms`,
 `in_flight`), so the benchmark reads every client the same way.
 """
@@ -19,16 +19,13 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.contract.codec import Codec, InvalidResponse
+from transforms.contract.loader import Contract
+from transforms.control.signals import ElementFailure
+from transforms.enrichment.outcomes import Enriched, Failed
+from transforms.enrichment.transform import outcome_bucket
 from transforms.events import DeadLetter, ParsedEvent
 from transforms.monitoring import metrics
-from transforms.scoring.codec import (
-    InvalidResponse,
-    dead_letters,
-    decode_response,
-    idempotency_key,
-    outcome_bucket,
-    scored_events,
-)
 
 REQUEST_TIMEOUT_S = 10.0
 
@@ -50,9 +47,11 @@ class CallResult:
     reason: str = ""
 
 
-def headers_for(batch: list[ParsedEvent]) -> dict[str, str]:
-    return {"Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key([p.event.txn_id for p in batch])}
+def request_for(codec: Codec, batch: list[ParsedEvent]) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a request for `batch`, as the pipeline's caller sends them."""
+    events = [p.event for p in batch]
+    return codec.encode_request(events), {"Content-Type": "application/json",
+                                          "Idempotency-Key": codec.idempotency_key(events)}
 
 
 def attempt_reason(status: int | None, error: str | None = None) -> str:
@@ -93,18 +92,29 @@ def shared(name: str, make: Callable[[], Any]) -> Any:
         return _SHARED[name]
 
 
-def outputs_of(result: CallResult) -> list[object]:
-    """ScoredEvents for a valid 200, else one dead letter per event (counted like ours)."""
+def outputs_of(codec: Codec, result: CallResult) -> list[object]:
+    """Enriched events for a valid 200, else one Failed per event (counted like ours)."""
     if result.body is not None:
         try:
-            verdicts = decode_response(result.body, [p.event.txn_id for p in result.batch])
+            values = codec.decode_response(result.body, [p.event for p in result.batch])
         except InvalidResponse as exc:
             result.reason = f"invalid_response: {exc}"
         else:
-            _EVENTS_SCORED.inc(len(result.batch))
-            return list(scored_events(result.batch, verdicts, result.elapsed_s * 1000, result.attempts))
+            return enriched(result.batch, values, result.elapsed_s * 1000, result.attempts, result.status)
     _SCORE_DEAD_LETTERS.inc(len(result.batch))
-    return list(dead_letters(result.batch, result.reason, result.attempts, result.status))
+    return [Failed(p, "gave_up", result.reason, result.attempts, result.status) for p in result.batch]
+
+
+def enriched(batch: list[ParsedEvent], values: list, latency_ms: float, attempts: int,
+             status: int | None) -> list[object]:
+    """Outcomes of a decoded answer: Enriched, or Failed for a result that is missing or wrong."""
+    out: list[object] = [Failed(p, v.reason, v.detail, attempts, status) if isinstance(v, ElementFailure)
+                         else Enriched(p, v, attempts, latency_ms) for p, v in zip(batch, values)]
+    ok = sum(isinstance(o, Enriched) for o in out)
+    _EVENTS_SCORED.inc(ok)
+    if ok < len(out):
+        _SCORE_DEAD_LETTERS.inc(len(out) - ok)
+    return out
 
 
 def _windowed(value: object, ts_ms: int) -> WindowedValue:
@@ -118,9 +128,14 @@ class PooledBatchFn(beam.DoFn):
     batches except the bundle size.
     """
 
-    def __init__(self, url: str) -> None:
-        self._url = url.rstrip("/") + "/score"
+    def __init__(self, contract: Contract) -> None:
+        self._contract = contract
+        self._url = contract.endpoint.url
         self._pending: list[Future[CallResult]] = []
+
+    @property
+    def codec(self) -> Codec:
+        return self._contract.codec()
 
     def pool(self) -> ThreadPoolExecutor:
         raise NotImplementedError
@@ -137,13 +152,13 @@ class PooledBatchFn(beam.DoFn):
         if events:
             self._pending.append(self.pool().submit(self.call, events))
         while self._pending and self._pending[0].done():
-            yield from outputs_of(self._pending.pop(0).result())
+            yield from outputs_of(self.codec, self._pending.pop(0).result())
 
     def finish_bundle(self) -> Iterable[WindowedValue]:
         pending, self._pending = self._pending, []
         for future in pending:
             result = future.result()
-            for output, parsed in zip(outputs_of(result), result.batch):
+            for output, parsed in zip(outputs_of(self.codec, result), result.batch):
                 yield _windowed(output, parsed.timestamp_ms)
 
 

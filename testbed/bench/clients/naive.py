@@ -15,12 +15,12 @@ from testbed.bench.clients.common import (
     PooledBatchFn,
     PooledScoring,
     attempt_reason,
-    headers_for,
     record_attempt,
+    request_for,
     shared,
 )
+from transforms.contract.loader import Contract
 from transforms.events import ParsedEvent
-from transforms.scoring.codec import encode_request
 
 THREADS = 256
 MAX_ATTEMPTS = 50
@@ -37,7 +37,8 @@ class _NaiveFn(PooledBatchFn):
         return shared("naive-pool", lambda: ThreadPoolExecutor(THREADS, thread_name_prefix="naive"))
 
     def call(self, batch: list[ParsedEvent]) -> CallResult:
-        session, body, headers = shared("naive-session", _session), encode_request(batch), headers_for(batch)
+        session = shared("naive-session", _session)
+        body, headers = request_for(self.codec, batch)
         started = time.monotonic()
         status, reason, attempt = None, "no attempt", 0
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -61,5 +62,5 @@ class _NaiveFn(PooledBatchFn):
         return CallResult(batch, attempt, status, time.monotonic() - started, reason=f"gave up: {reason}")
 
 
-def naive_scoring(url: str, batch_size: int) -> PooledScoring:
-    return PooledScoring(_NaiveFn(url), batch_size, "ScoreNaive")
+def naive_scoring(contract: Contract, batch_size: int) -> PooledScoring:
+    return PooledScoring(_NaiveFn(contract), batch_size, "ScoreNaive")

@@ -16,12 +16,12 @@ from testbed.bench.clients.common import (
     PooledBatchFn,
     PooledScoring,
     attempt_reason,
-    headers_for,
     record_attempt,
+    request_for,
     shared,
 )
+from transforms.contract.loader import Contract
 from transforms.events import ParsedEvent
-from transforms.scoring.codec import encode_request
 
 THREADS = 16
 
@@ -40,7 +40,8 @@ class _PoolFn(PooledBatchFn):
         started = time.monotonic()
         IN_FLIGHT.add(1)
         try:
-            resp = http.request("POST", self._url, body=encode_request(batch), headers=headers_for(batch),
+            body, headers = request_for(self.codec, batch)
+            resp = http.request("POST", self._url, body=body, headers=headers,
                                 timeout=urllib3.Timeout(connect=3.0, read=REQUEST_TIMEOUT_S))
             status, error = resp.status, None
             attempts = 1 + (len(resp.retries.history) if resp.retries is not None else 0)
@@ -56,5 +57,5 @@ class _PoolFn(PooledBatchFn):
         return CallResult(batch, attempts, status, elapsed, reason=f"gave up: {reason}")
 
 
-def pool_scoring(url: str, batch_size: int) -> PooledScoring:
-    return PooledScoring(_PoolFn(url), batch_size, "ScorePool")
+def pool_scoring(contract: Contract, batch_size: int) -> PooledScoring:
+    return PooledScoring(_PoolFn(contract), batch_size, "ScorePool")

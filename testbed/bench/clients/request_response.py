@@ -23,20 +23,19 @@ from apache_beam.io.requestresponse import (
     UserCodeTimeoutException,
 )
 
-from testbed.bench.clients.common import IN_FLIGHT, REQUEST_TIMEOUT_S, attempt_reason, headers_for, record_attempt
-from transforms.events import DeadLetter, ParsedEvent, ScoredEvent
-from transforms.monitoring import metrics
-from transforms.scoring.codec import InvalidResponse, decode_response, encode_request, scored_events
-
-_EVENTS_SCORED = metrics.counter("events_scored")
+from testbed.bench.clients.common import IN_FLIGHT, REQUEST_TIMEOUT_S, attempt_reason, enriched, record_attempt, request_for
+from transforms.contract.codec import InvalidResponse
+from transforms.contract.loader import Contract
+from transforms.events import DeadLetter, ParsedEvent
 
 
 class ScoringCaller(Caller):
-    """List[ParsedEvent | DeadLetter] -> List[ScoredEvent | DeadLetter]; raises what RequestResponseIO
+    """List[ParsedEvent | DeadLetter] -> List[Enriched | Failed | DeadLetter]; raises what RequestResponseIO
     expects. Earlier stages' dead letters in a batch are returned as they are, without a call."""
 
-    def __init__(self, url: str, batch_size: int) -> None:
-        self._url = url.rstrip("/") + "/score"
+    def __init__(self, contract: Contract, batch_size: int) -> None:
+        self._contract = contract
+        self._url = contract.endpoint.url
         self._batch_size = batch_size
         self._session: requests.Session | None = None
 
@@ -55,11 +54,12 @@ class ScoringCaller(Caller):
         if not batch:
             return passed
         assert self._session is not None
+        codec = self._contract.codec()
+        body, headers = request_for(codec, batch)
         t0 = time.monotonic()
         IN_FLIGHT.add(1)
         try:
-            resp = self._session.post(self._url, data=encode_request(batch), headers=headers_for(batch),
-                                      timeout=REQUEST_TIMEOUT_S)
+            resp = self._session.post(self._url, data=body, headers=headers, timeout=REQUEST_TIMEOUT_S)
         except requests.Timeout as exc:
             record_attempt("timeout", time.monotonic() - t0)
             raise UserCodeTimeoutException(str(exc)) from exc
@@ -74,30 +74,28 @@ class ScoringCaller(Caller):
         if resp.status_code != 200:
             raise UserCodeExecutionException(f"{resp.status_code}: {resp.text[:200]}")
         try:
-            verdicts = decode_response(resp.content, [p.event.txn_id for p in batch])
+            values = codec.decode_response(resp.content, [p.event for p in batch])
         except InvalidResponse as exc:
             raise UserCodeExecutionException(f"invalid response: {exc}") from exc
-        return passed + scored_events(batch, verdicts, (time.monotonic() - t0) * 1000, 1)
+        return passed + enriched(batch, values, (time.monotonic() - t0) * 1000, 1, resp.status_code)
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": self._batch_size, "max_batch_size": self._batch_size}
 
 
-class _CountFn(beam.DoFn):
-    """Counts what RequestResponseIO returns (with batching it already flattens the lists)."""
+class _FlattenFn(beam.DoFn):
+    """What RequestResponseIO returns, one outcome per element (with batching it already flattens the lists)."""
 
     def process(self, outcome) -> Iterator[object]:
-        items = outcome if isinstance(outcome, list) else [outcome]
-        _EVENTS_SCORED.inc(sum(isinstance(i, ScoredEvent) for i in items))
-        yield from items
+        yield from (outcome if isinstance(outcome, list) else [outcome])
 
 
 class RequestResponseScoring(beam.PTransform):
-    def __init__(self, url: str, batch_size: int) -> None:
+    def __init__(self, contract: Contract, batch_size: int) -> None:
         super().__init__()
-        self._url, self._batch_size = url, batch_size
+        self._contract, self._batch_size = contract, batch_size
 
     def expand(self, events):
         return (events
-                | "RequestResponseIO" >> RequestResponseIO(ScoringCaller(self._url, self._batch_size))
-                | "Outcomes" >> beam.ParDo(_CountFn()))
+                | "RequestResponseIO" >> RequestResponseIO(ScoringCaller(self._contract, self._batch_size))
+                | "Outcomes" >> beam.ParDo(_FlattenFn()))
