@@ -28,11 +28,27 @@ lint: venv ## ruff (ruff.toml) over the tree, mypy (mypy.ini) over the pure cont
 test-unit: venv ## Unit tests only (no broker, no service; includes the Beam glue on the FnApiRunner)
 	$(PY) -m pytest tests/unit -q
 
-test: lint kafka-jars nginx $(VENV)/.bench-installed ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
+test: lint kafka-jars nginx $(VENV)/.bench-installed test-beam-latest ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
 	$(PY) -m pytest tests -q
 
-clean: ## Remove the virtualenv and caches (jars are kept in .cache)
-	rm -rf $(VENV) .pytest_cache
+# ---- The public transform on the newest Beam ----------------------------------
+# The job stays on the pinned Beam (its Flink job server must match); the public transform
+# (transforms.enrichment) is also checked on the newest release, in a venv of its own.
+BEAM_LATEST ?= 2.77.0
+VENV_LATEST := .venv-beam-latest
+
+$(VENV_LATEST)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/pip install -q --upgrade pip
+	BEAM_VERSION=$(BEAM_LATEST) $(VENV_LATEST)/bin/pip install -q -e ".[test]"
+	@touch $@
+
+.PHONY: test-beam-latest
+test-beam-latest: $(VENV_LATEST)/.installed ## The public transform's FnApiRunner tests on apache-beam BEAM_LATEST (2.77.0)
+	$(VENV_LATEST)/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_throttled_enrichment.py tests/unit/test_beam_glue.py
+
+clean: ## Remove the virtualenvs and caches (jars are kept in .cache)
+	rm -rf $(VENV) .venv-beam-latest .pytest_cache
 
 # ---- Kafka (local broker assembled from Maven Central) ----------------------
 KAFKA_PORT ?= 9092

@@ -13,7 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from testbed.kafka_admin import committed_offsets, consume_all, create_topic, end_offsets
+from transforms.contract.loader import DEFAULT_CONTRACT
 
 FNAPI = "--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +43,18 @@ def job_args(bootstrap: str, topics: Topics, url: str, group: str, *extra: str) 
     return [FNAPI, f"--bootstrap_servers={bootstrap}", f"--input_topic={topics.inp}",
             f"--output_topic={topics.out}", f"--dlq_topic={topics.dlq}", f"--group_id={group}",
             f"--service_url={url}/score", "--progress_interval=0", *extra]
+
+
+def payments_contract(path: Path, auth: dict | None = None, **sections: dict) -> Path:
+    """The default contract (the scoring service's) as a file, with `service.auth` and top-level
+    sections' keys replaced."""
+    doc = yaml.safe_load(DEFAULT_CONTRACT.read_text())
+    if auth is not None:
+        doc["service"]["auth"] = auth
+    for name, values in sections.items():
+        doc[name] = {**doc.get(name, {}), **values}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 class JobProcess:

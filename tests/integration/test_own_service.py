@@ -64,8 +64,13 @@ def committed_are_written(bootstrap: str, group: str, topics: Topics, where: dic
     return sum(committed.values())
 
 
+FLINK = ["--runner=FlinkRunner", "--flink_master=[local]", "--flink_version=1.19", "--environment_type=LOOPBACK",
+         "--parallelism=1"]
+
+
+@pytest.mark.parametrize("runner", ["fnapi", pytest.param("flink", marks=pytest.mark.flink)])
 def test_a_service_with_another_contract_is_drained_by_a_contract_file_alone(
-        bootstrap_servers, geo_service, tmp_path) -> None:
+        runner, bootstrap_servers, geo_service, tmp_path, request) -> None:
     service = geo_service(keys_file=keys(tmp_path / "service-keys", "key-A"))
     contract = write_contract(tmp_path / "geo.yaml", service.risk_url, keys(tmp_path / "key", "key-A"))
     topics = make_topics(bootstrap_servers, "geo", partitions=PARTITIONS)
@@ -73,7 +78,11 @@ def test_a_service_with_another_contract_is_drained_by_a_contract_file_alone(
     bad = {"event_id": "bad-uid", "uid": 0, "ip": "10.0.0.1"}
     produce(bootstrap_servers, topics, [*events, bad])
 
-    job = run_job(args(bootstrap_servers, topics, contract, "g-geo"), tmp_path, "geo")
+    job_args = args(bootstrap_servers, topics, contract, "g-geo")
+    if runner == "flink":
+        jar = request.getfixturevalue("flink_job_server_jar")
+        job_args = [*FLINK, f"--flink_job_server_jar={jar}", *job_args[1:]]
+    job = run_job(job_args, tmp_path, "geo", timeout=300)
 
     results = {doc["event_id"]: doc for doc in outputs(bootstrap_servers, topics.out)}
     assert set(results) == {e["event_id"] for e in events}
