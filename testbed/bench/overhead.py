@@ -83,7 +83,7 @@ def _tree(ps: psutil.Process) -> list[psutil.Process]:
     return [ps, *ps.children(recursive=True)]
 
 
-def measured(cmd: list[str], bootstrap: str, outputs: list[str]) -> dict[str, float]:
+def measured(cmd: list[str], bootstrap: str, outputs: list[str], cwd: Path = REPO) -> dict[str, float]:
     """Runs a drain process to its end: wall, CPU, peak RSS and threads, and steady events/s.
 
     RSS and threads are the launcher's (where the Python SDK harness runs with
@@ -91,7 +91,7 @@ def measured(cmd: list[str], bootstrap: str, outputs: list[str]) -> dict[str, fl
     JVMs on Flink); CPU counts the whole tree.
     """
     started, started_at = time.monotonic(), time.time()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
     peak_rss = peak_children = peak_threads = 0
     cpu_s = 0.0  # the last reading before the process ended (at most one poll short)

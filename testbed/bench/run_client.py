@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     while ns.max_seconds is None or time.monotonic() - started < ns.max_seconds:
         state["drains_started"] = int(state["drains_started"]) + 1
         try:
-            # The drains stand in for one long-running job: keep the learned rate between them.
-            summary = run(pipeline_args, enrich=make_client(ns.client, contract, batch_size), release=False)
+            # The drains stand in for one long-running job: keep the learned rate between them, and
+            # probe the service once, as that job would at its start.
+            probe = [] if state["drains_started"] == 1 else ["--probe_timeout=0"]
+            summary = run([*pipeline_args, *probe], enrich=make_client(ns.client, contract, batch_size),
+                          release=False)
         except Exception as exc:  # noqa: BLE001 - a failed drain is data, not the end
             state["drains_failed"] = int(state["drains_failed"]) + 1
             state["last_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"

@@ -107,7 +107,9 @@ def test_a_second_job_with_the_same_group_fences_the_first_and_nothing_is_writte
         bootstrap_servers, scoring_service_factory, tmp_path) -> None:
     topics = make_topics(bootstrap_servers, "eosfence")
     produced = produce_events(bootstrap_servers, topics.inp, count=6_000, seed=34)
-    service = scoring_service_factory(rate=10)   # 200 events/s at batch 20: the first job is mid-drain
+    # 100 events/s at batch 20: the first job is mid-drain (a minute) while the second one starts,
+    # its start-up probe included (the first job keeps the service's quota busy: the probe waits its turn).
+    service = scoring_service_factory(rate=5)
     args = job_args(bootstrap_servers, topics, service.url, "g-eosfence", EOS)
     first = JobProcess(args, tmp_path, "first")
     wait_for(lambda: committed_some(bootstrap_servers, "g-eosfence", topics.inp) or first.proc.poll() is not None,

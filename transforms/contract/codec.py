@@ -13,6 +13,7 @@ untouched.
 """
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import re
@@ -24,7 +25,15 @@ from typing import Any
 
 import msgspec
 
-from transforms.contract.fields import FieldSpec, InvalidValue, brief, plain_bytes, refuse_constant
+from transforms.contract.fields import (
+    FastChecks,
+    FieldSpec,
+    InvalidValue,
+    brief,
+    parse_int,
+    plain_bytes,
+    refuse_constant,
+)
 from transforms.contract.schema import Event, EventSchema
 from transforms.control.signals import ElementFailure
 
@@ -77,10 +86,13 @@ class Codec:
         self._request_item, self._request_picks = _request_item(schema, request)
         self._wrap_head, self._wrap_tail = _wrapping(request)
         self._decode_plain = msgspec.json.Decoder(_response_type(response)).decode
-        self._post = [(i, f) for i, f in enumerate(response.fields) if f.needs_post_check]
-        self._defaults = any(not f.required for f in response.fields)
+        self._checks = FastChecks(response.fields, offset=1)   # after the id
+        self._by_position_unchecked = response.match == "position" and response.id_field is None
         self._tail_type, self._full_type = _result_types(schema, response, result)
         self._outputs = frozenset(self.output_names)
+        self._plain_quotes = schema.plain_quotes
+        kept = (bool(result.latency_ms), bool(result.attempts), bool(result.enriched_at_ms))
+        self._meta_kept = None if all(kept) else kept
         self._names_an_output = re.compile(b"|".join(re.escape(json.dumps(n, ensure_ascii=False).encode()) for n in self.output_names)
                                            ).search
 
@@ -112,7 +124,10 @@ class Codec:
         InvalidResponse if the body as a whole is not the documented shape."""
         items = self._plain_items(body)
         if items is not None:
-            matched = self._matched(items, events, lambda item: item[0])
+            if len(items) == len(events) and (self._by_position_unchecked
+                                              or [t[0] for t in items] == [e.id for e in events]):
+                return [t[1:] for t in items]   # the common answer: every result, in order
+            matched = self._matched(items, events, _first)
             if matched is not None:
                 return matched
         return self._general(body, events)
@@ -129,15 +144,10 @@ class Codec:
             doc = getattr(doc, _attr(name))
         astuple = msgspec.structs.astuple
         items = [astuple(item) for item in doc]
-        offset = 1
-        for item in items:
-            for i, spec in self._post:
-                if not spec.post_check(item[i + offset]):
-                    return None
-        if self._defaults:
-            items = [(item[0], *(f.default if v is None else v for v, f in zip(item[1:], self.response.fields)))
-                     for item in items]
-        return items
+        checks = self._checks
+        if not all(checks.ok(item) for item in items):
+            return None
+        return [checks.filled(item) for item in items] if checks.fills else items
 
     def _matched(self, items: list[Any], events: Sequence[Event], id_of: Any,
                  ) -> list[tuple[Any, ...] | ElementFailure] | None:
@@ -212,26 +222,44 @@ class Codec:
     def result_document(self, raw: bytes, event: Event, result: Sequence[Any], latency_ms: float,
                         attempts: int) -> bytes:
         """The event with the result's fields (and the metadata) added, as JSON bytes."""
-        meta = tuple(v for v, name in ((latency_ms, self.result.latency_ms), (attempts, self.result.attempts),
-                                       (int(time.time() * 1000), self.result.enriched_at_ms)) if name)
+        meta: tuple[Any, ...] = (latency_ms, attempts, int(time.time() * 1000))
+        if self._meta_kept is not None:
+            meta = tuple(v for v, kept in zip(meta, self._meta_kept) if kept)
         if not self.result.carry_unknown_fields:
             return self._encode(self._full_type(*event.values, *result, *meta))
         tail = self._encode(self._tail_type(*result, *meta))
-        if self._names_an_output(raw) or b"\\" in raw:    # maybe (escapes may hide a name)
-            doc = json.loads(raw)
+        # An event of exactly the schema's fields cannot name an output field (the loader keeps them
+        # apart); others may, and escapes may hide a name.
+        if b"\\" in raw or (raw.count(b'"') != self._plain_quotes and self._names_an_output(raw)):
+            doc = json.loads(raw, parse_int=_int_or_decimal)
             if doc.keys() & self._outputs:
                 # The event names a result field itself: the result's value wins. Re-encoded from what
                 # the parser's general path accepted; a number beyond float range (1e999) becomes null.
                 for name in self._outputs:
                     doc.pop(name, None)
                 doc.update(msgspec.json.decode(tail))
-                return self._encode(doc)
+                return _encode_numbers(doc)
         head = raw.rstrip()[:-1].rstrip()     # a JSON object: it ends with "}"
         return head + (tail[1:] if head.endswith(b"{") else b"," + tail[1:])
 
 
+# Integers past Python's int-string limit are read as decimals and written back digit for digit.
+_encode_numbers = msgspec.json.Encoder(decimal_format="number").encode
+
+
+def _int_or_decimal(literal: str) -> int | decimal.Decimal:
+    try:
+        return int(literal)
+    except ValueError:
+        return decimal.Decimal(literal)
+
+
 def _attr(name: str) -> str:
     return "f_" + hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
 
 
 def _id_text(value: Any) -> str | None:
@@ -270,7 +298,7 @@ def _response_type(response: ResponseBody) -> Any:
     item_fields: list[Any] = [("rid", id_type, None)]
     rename = {"rid": response.id_field or "__no_id__"}
     for i, spec in enumerate(response.fields):
-        item_fields.append((f"v{i}", spec.annotation(), None) if not spec.required else (f"v{i}", spec.annotation()))
+        item_fields.append(spec.struct_field(f"v{i}"))
         rename[f"v{i}"] = spec.name
     item: Any = msgspec.defstruct("ResultItem", item_fields, rename=rename, frozen=True, kw_only=True)
     doc: Any = list[item]
@@ -292,13 +320,10 @@ def _result_types(schema: EventSchema, response: ResponseBody, result: ResultDoc
 
 def _json_document(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=refuse_constant)
+        return json.loads(body, parse_constant=refuse_constant, parse_int=parse_int)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidResponse("response body is not JSON (cut short or garbled)", retryable=True) from None
     except RecursionError:
         raise InvalidResponse("response body is nested too deeply") from None
-    except ValueError as e:
-        if "not a JSON number" in str(e):
-            raise InvalidResponse(f"response body is not JSON: {e}") from None
-        # the only other one json.loads raises: Python's int-string limit
-        raise InvalidResponse("response body has an integer literal too long to parse") from None
+    except ValueError as e:   # NaN or Infinity (refuse_constant): long integers are read (parse_int)
+        raise InvalidResponse(f"response body is not JSON: {e}") from None

@@ -8,13 +8,14 @@ value must match: Python `re.fullmatch`) and `not_blank`.
 
 Every document is checked twice over, for speed and for precision: the fast
 path hands msgspec a typed struct (`annotation`) that checks types, lengths,
-ranges and patterns in C, then runs the checks C cannot make (`post_check`);
+ranges and patterns in C, then runs the checks C cannot make (`FastChecks`);
 whatever the fast path refuses goes to the general path (`check`), which
 decides and says precisely what is wrong. The fast path only ever accepts
 what the general one accepts, as the same value (tests/unit/test_contract_fuzz.py).
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class FieldSpec:
 
     def check(self, value: Any) -> Any:
         """The value as the field holds it, or InvalidValue with the reason (never anything else)."""
+        if isinstance(value, HugeInteger):
+            raise InvalidValue(f"field '{self.name}' is an integer literal too long to read")
         kind = self.type
         if kind == "string":
             value = self._string(value)
@@ -86,8 +89,10 @@ class FieldSpec:
             raise self._wrong_type(value)
         elif kind == "array" and not isinstance(value, list):
             raise self._wrong_type(value)
-        if kind in ("object", "array", "any") and not json_encodable(value):
-            raise InvalidValue(f"field '{self.name}' is not valid Unicode (lone surrogate)")
+        if kind in ("object", "array", "any"):
+            problem = unwritable(value)
+            if problem is not None:
+                raise InvalidValue(f"field '{self.name}' {problem}")
         if self.enum is not None and value not in self.enum:
             raise InvalidValue(f"field '{self.name}' must be one of {', '.join(map(repr, self.enum))}: {brief(value)}")
         return value
@@ -167,45 +172,98 @@ class FieldSpec:
         if self._enum_in_c:
             base = Literal[tuple(self.enum or ())]
         annotated = Annotated[base, msgspec.Meta(**meta)] if meta else base
-        return annotated if self.required else annotated | None
+        return annotated if self.required or self._default_in_c else annotated | None
 
-    def post_check(self, value: Any) -> bool:
-        """What msgspec did not check (the fast path reads only documents without escapes, so no
-        lone surrogate can reach here); False sends the document to the general path."""
-        if value is None:
-            return not self.required
-        if self.not_blank and not value.strip():
-            return False
-        if self.format == "date-time" and not iso_8601(value):
-            return False
-        return self._enum_in_c or self.enum is None or value in self.enum
+    def struct_field(self, attr: str) -> tuple[Any, ...]:
+        """This field in `msgspec.defstruct`: required, or with the default msgspec fills in (an absent
+        field; a null one is left to the general path, which also makes it the default)."""
+        if self.required:
+            return (attr, self.annotation())
+        return (attr, self.annotation(), self.default if self._default_in_c else None)
+
+    @property
+    def _default_in_c(self) -> bool:
+        return not self.required and self.default is not None and isinstance(self.default, (str, int, float, bool))
 
     @property
     def _enum_in_c(self) -> bool:
         return self.enum is not None and self.type == "string" and all(isinstance(v, str) for v in self.enum)
 
+
+class FastChecks:
+    """What msgspec cannot check of a struct's fields (`not_blank`, `date-time`, an enum of other
+    than strings, a default it cannot fill in), as loops over the fields' positions in its tuple.
+    The fast paths read only documents without escapes, so no lone surrogate can reach here."""
+
+    def __init__(self, specs: tuple[FieldSpec, ...], offset: int = 0) -> None:
+        at = [(i + offset, f) for i, f in enumerate(specs)]
+        self._blank = tuple(i for i, f in at if f.not_blank)
+        self._times = tuple(i for i, f in at if f.format == "date-time")
+        self._enums = tuple((i, f.enum) for i, f in at if f.enum is not None and not f._enum_in_c)
+        self._fill = tuple((i, f.default) for i, f in at
+                           if not f.required and f.default is not None and not f._default_in_c)
+
     @property
-    def needs_post_check(self) -> bool:
-        return (not self.required or self.not_blank or self.format is not None
-                or (self.enum is not None and not self._enum_in_c))
+    def fills(self) -> bool:
+        return bool(self._fill)
 
+    def ok(self, values: tuple[Any, ...]) -> bool:
+        for i in self._blank:
+            v = values[i]
+            if v is not None and not v.strip():
+                return False
+        for i in self._times:
+            v = values[i]
+            if v is not None and not iso_8601(v):
+                return False
+        for i, enum in self._enums:
+            v = values[i]
+            if v is not None and v not in enum:
+                return False
+        return True
 
-# Python's json refuses integer literals of more digits than this (its int-string limit); msgspec
-# skips them in members it does not read, so the fast paths send such documents to the general one.
-_LONG_INT = re.compile(rb"\d{4301}")
+    def filled(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """`values` with the defaults msgspec could not fill in (a list or an object: copied)."""
+        if not self._fill:
+            return values
+        out = list(values)
+        for i, default in self._fill:
+            if out[i] is None:
+                out[i] = copy.deepcopy(default)
+        return tuple(out)
 
 
 def plain_bytes(raw: bytes) -> bool:
-    """Whether a fast path may read `raw`: no escapes, valid UTF-8 throughout (msgspec does not
-    check the members it skips), no integer literal the general path would refuse."""
+    """Whether a fast path may read `raw`: no escapes, and valid UTF-8 throughout (msgspec does not
+    check the members it skips)."""
     if b"\\" in raw:
         return False
-    if not raw.isascii():
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-    return len(raw) <= 4300 or _LONG_INT.search(raw) is None
+    if raw.isascii():
+        return True
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class HugeInteger:
+    """An integer literal past Python's int-string limit (4,300 digits), as the general paths read
+    one: msgspec's fast paths skip such a literal in a member they do not read, so the general paths
+    accept it there too, and refuse it only where a field reads it."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def parse_int(literal: str) -> int | HugeInteger:
+    """`json.loads(parse_int=...)`."""
+    try:
+        return int(literal)
+    except ValueError:
+        return HugeInteger(literal)
 
 
 def refuse_constant(name: str) -> Any:
@@ -233,21 +291,29 @@ def encodable(text: str) -> bool:
     return True
 
 
-def json_encodable(value: Any) -> bool:
-    """False when a decoded document holds a lone surrogate anywhere (keys included); iterative,
-    as deep as whatever json.loads managed to decode."""
+def unwritable(value: Any, carried: bool = False) -> str | None:
+    """Why a decoded value could not be written as JSON again - a lone surrogate anywhere, keys
+    included, and, unless it is `carried` as the bytes it came in, an integer literal too long to
+    read or a number beyond float range (1e999) - else None; iterative, as deep as whatever
+    json.loads managed to decode."""
     todo = [value]
     while todo:
         item = todo.pop()
         if isinstance(item, str):
             if not encodable(item):
-                return False
+                return "is not valid Unicode (lone surrogate)"
         elif isinstance(item, dict):
             todo.extend(item.keys())
             todo.extend(item.values())
         elif isinstance(item, list):
             todo.extend(item)
-    return True
+        elif carried:
+            continue
+        elif isinstance(item, HugeInteger):
+            return "holds an integer literal too long to read"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "holds a number out of range"
+    return None
 
 
 def _as_float(number: int | float) -> float:

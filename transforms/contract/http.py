@@ -172,6 +172,9 @@ class HttpJsonCaller:
         except asyncio.TimeoutError:                      # aiohttp's connect timeout
             return timed_out()
         except aiohttp.ClientError as e:                  # reset, disconnect, protocol error
+            refusal = _tls_refusal(e)
+            if refusal is not None:                       # e.g. the server wants a client certificate
+                return stop("tls_failed", f"TLS with {endpoint.url} failed: {refusal}")
             return connection_refused(type(e).__name__)
 
     def _after_refusal(self, result: AttemptResult, version: int) -> AttemptResult:
@@ -212,6 +215,15 @@ class HttpJsonCaller:
             kind = AttemptKind.RETRYABLE if exc.retryable else AttemptKind.REJECTED
             return AttemptResult(kind, "invalid_response", status=status, policy_rps=policy, detail=str(exc))
         return succeeded(results, status, policy)
+
+
+def _tls_refusal(error: BaseException) -> str | None:
+    """What TLS refused, when the peer ended the handshake with an alert (a missing or unknown client
+    certificate, no common protocol): waiting cannot heal it. A connection merely closed is not one."""
+    cause = error.__cause__
+    if isinstance(cause, ssl.SSLError) and not isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return str(cause.reason or cause)
+    return None
 
 
 def _body_line(status: int, body: bytes) -> str:

@@ -24,7 +24,16 @@ from typing import Any
 
 import msgspec
 
-from transforms.contract.fields import FieldSpec, InvalidValue, brief, json_encodable, plain_bytes, refuse_constant
+from transforms.contract.fields import (
+    FastChecks,
+    FieldSpec,
+    InvalidValue,
+    brief,
+    parse_int,
+    plain_bytes,
+    refuse_constant,
+    unwritable,
+)
 
 
 class InvalidEvent(ValueError):
@@ -74,6 +83,15 @@ class EventSchema:
             object.__setattr__(self, "_parser", parser)
         return parser
 
+    @property
+    def plain_quotes(self) -> int | None:
+        """With every field required and of a scalar type, the quotes a document of exactly the
+        schema's fields has, without escapes (2 per name, 2 per string value): any other count means
+        another or a repeated name. None when optional or structured fields make it vary."""
+        if not all(f.required and f.type in ("string", "number", "integer", "boolean") for f in self.fields):
+            return None
+        return 2 * len(self.fields) + 2 * sum(f.type == "string" for f in self.fields)
+
     def field(self, name: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.name == name), None)
 
@@ -102,15 +120,13 @@ class _Parser:
         self._key_at = schema.index(schema.shard_key)
         self._max_bytes = schema.max_bytes
         attrs = [f"f{i}" for i in range(len(self._fields))]
-        struct = msgspec.defstruct(
-            "EventFields", [(a, f.annotation(), None) if not f.required else (a, f.annotation())
-                            for a, f in zip(attrs, self._fields)],
-            rename=dict(zip(attrs, self._names)), frozen=True, kw_only=True)
+        struct = msgspec.defstruct("EventFields", [f.struct_field(a) for a, f in zip(attrs, self._fields)],
+                                   rename=dict(zip(attrs, self._names)), frozen=True, kw_only=True)
         self._decode = msgspec.json.Decoder(struct).decode
         self._astuple = msgspec.structs.astuple
         self._quoted = [json.dumps(n, ensure_ascii=False).encode() for n in self._names]
-        self._post = [(i, f) for i, f in enumerate(self._fields) if f.needs_post_check]
-        self._defaults = any(not f.required for f in self._fields)
+        self._checks = FastChecks(self._fields)
+        self._quotes = schema.plain_quotes
 
     def parse(self, raw: bytes | None) -> Event:
         if raw is None or len(raw) == 0:
@@ -129,19 +145,15 @@ class _Parser:
         """The values if `raw` is a plain, valid event, else None (the general path decides)."""
         if not plain_bytes(raw):
             return None
-        for quoted in self._quoted:
-            if raw.count(quoted) > 1:   # named twice (or a value equal to a name: the general path tells)
-                return None
+        if self._quotes is None or raw.count(b'"') != self._quotes:
+            for quoted in self._quoted:
+                if raw.count(quoted) > 1:   # named twice (or a value equal to a name: the general path tells)
+                    return None
         try:
             values = self._astuple(self._decode(raw))
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
             return None
-        for i, spec in self._post:
-            if not spec.post_check(values[i]):
-                return None
-        if self._defaults:
-            values = tuple(f.default if v is None else v for v, f in zip(values, self._fields))
-        return values
+        return self._checks.filled(values) if self._checks.ok(values) else None
 
     def _general(self, raw: bytes) -> tuple[Any, ...]:
         try:
@@ -152,8 +164,11 @@ class _Parser:
         if not isinstance(doc, dict):
             raise InvalidEvent(f"expected a JSON object, got {type(doc).__name__}")
         values = self._values(doc)
-        if not json_encodable(doc):   # a field the schema does not name: it would reach the output
-            raise InvalidEvent("a field is not valid Unicode (lone surrogate)")
+        # In a field the schema does not name: a lone surrogate would reach the output; an integer too
+        # long to read goes there as it came (the record keeps the event's bytes).
+        problem = unwritable(doc, carried=True)
+        if problem is not None:
+            raise InvalidEvent(f"a field {problem}")
         return values
 
     def from_mapping(self, doc: Mapping[str, Any]) -> Event:
@@ -177,18 +192,16 @@ class _Parser:
 
     def _json(self, text: str) -> Any:
         try:
-            return json.loads(text, object_pairs_hook=self._object, parse_constant=refuse_constant)
+            return json.loads(text, object_pairs_hook=self._object, parse_constant=refuse_constant,
+                              parse_int=parse_int)
         except RecursionError:
             raise InvalidEvent("invalid JSON: too deeply nested") from None
         except InvalidEvent:
             raise
         except json.JSONDecodeError as e:
             raise InvalidEvent(f"invalid JSON: {e.msg}") from None
-        except ValueError as e:
-            if "not a JSON number" in str(e):
-                raise InvalidEvent(f"invalid JSON: {e}") from None
-            # The only other ValueError json.loads raises: Python's int-string limit (4,300 digits).
-            raise InvalidEvent("invalid JSON: integer literal too long") from None
+        except ValueError as e:   # NaN or Infinity (refuse_constant): long integers are read (parse_int)
+            raise InvalidEvent(f"invalid JSON: {e}") from None
 
     def _object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         doc = dict(pairs)
