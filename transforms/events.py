@@ -98,7 +98,7 @@ class _ParseFn(beam.DoFn):
         self._monitoring = monitoring
 
     def setup(self) -> None:
-        self._parse = self._schema.parse
+        self._parse = self._schema.parser.parse
         if self._monitoring is not None:
             # Imported here: the Google client libraries load only when export is on.
             from transforms.monitoring.exporter import ensure_exporter

@@ -63,13 +63,18 @@ class RecordEncoder:
 
     def __init__(self, contract: Contract, output_topic: str, dlq_topic: str) -> None:
         self._contract, self._output_topic, self._dlq_topic = contract, output_topic, dlq_topic
+        self._record: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_record": None}
 
     def __call__(self, outcome: Enriched[ParsedEvent, Any] | Failed[ParsedEvent] | DeadLetter,
                  ) -> OutboundRecord | OffsetGap:
         if isinstance(outcome, Enriched):
+            if self._record is None:
+                self._record = self._contract.codec().result_document
             parsed = outcome.element
-            value = self._contract.codec().result_document(parsed.raw, parsed.event, outcome.result,
-                                                           outcome.latency_ms, outcome.attempts)
+            value = self._record(parsed.raw, parsed.event, outcome.result, outcome.latency_ms, outcome.attempts)
             return OutboundRecord(self._output_topic, parsed.event.id.encode(), value, parsed.source)
         if isinstance(outcome, SkippedOffsets):
             return outcome.gap

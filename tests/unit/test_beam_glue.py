@@ -18,7 +18,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.contract.loader import DEFAULT_CONTRACT, load_contract
-from transforms.contract.schema import Event, EventSchema
+from transforms.contract.schema import Event
 from transforms.control.settings import ThrottleSettings
 from transforms.control.signals import ElementFailure
 from transforms.control.throttle import CallOutcome
@@ -241,14 +241,15 @@ def test_parse_turns_every_record_into_an_event_or_a_dead_letter() -> None:
 
 
 def test_a_parser_bug_costs_one_dead_letter_not_the_bundle(monkeypatch) -> None:
-    real = EventSchema.parse
+    parser_class = type(CONTRACT.schema.parser)
+    real = parser_class.parse
 
     def buggy(self, value: bytes | None):
         if value == b"boom":
             raise RuntimeError("a bug in the parser")
         return real(self, value)
 
-    monkeypatch.setattr(EventSchema, "parse", buggy)
+    monkeypatch.setattr(parser_class, "parse", buggy)
     good = json.dumps(GOOD).encode()
     records = [KafkaRecord(SourcePosition("in", 0, i, i), None, v, 0) for i, v in enumerate([good, b"boom", good])]
     outputs = _parse(records)

@@ -120,6 +120,7 @@ class HttpJsonCaller:
         self._endpoint = endpoint
         self._max_bytes = contract.response.max_bytes
         self._secret = SecretReader(endpoint.auth.secret) if endpoint.auth else None
+        self._with_auth: tuple[dict[str, str], int] | None = None
         ssl_context: ssl.SSLContext | bool = endpoint.tls.context() if endpoint.tls else True
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ssl=ssl_context, enable_cleanup_closed=True),
@@ -136,15 +137,11 @@ class HttpJsonCaller:
 
     async def call(self, batch: Sequence[Any]) -> AttemptResult:
         assert self._session is not None, "open() first"
-        events = [self._event_of(e) for e in batch] if self._event_of is not None else list(batch)
+        events = [self._event_of(e) for e in batch] if self._event_of is not None else batch
         body = self._codec.encode_request(events)
-        headers = dict(self._headers)
+        headers, version = self._current_headers()
         if self._endpoint.idempotency_header:
-            headers[self._endpoint.idempotency_header] = self._codec.idempotency_key(events)
-        version = 0
-        if self._secret is not None and self._endpoint.auth is not None:
-            headers.update(self._endpoint.auth.headers(self._secret.current()))
-            version = self._secret.version
+            headers = {**headers, self._endpoint.idempotency_header: self._codec.idempotency_key(events)}
         endpoint = self._endpoint
         try:
             async with self._session.request(endpoint.method, endpoint.url, data=body, headers=headers,
@@ -176,6 +173,16 @@ class HttpJsonCaller:
             if refusal is not None:                       # e.g. the server wants a client certificate
                 return stop("tls_failed", f"TLS with {endpoint.url} failed: {refusal}")
             return connection_refused(type(e).__name__)
+
+    def _current_headers(self) -> tuple[dict[str, str], int]:
+        """The headers every request carries, with the credential as it is now (rebuilt when the
+        secret changes), and the secret's version they hold."""
+        if self._secret is None or self._endpoint.auth is None:
+            return self._headers, 0
+        secret = self._secret.current()
+        if self._with_auth is None or self._with_auth[1] != self._secret.version:
+            self._with_auth = ({**self._headers, **self._endpoint.auth.headers(secret)}, self._secret.version)
+        return self._with_auth
 
     def _after_refusal(self, result: AttemptResult, version: int) -> AttemptResult:
         """A refused credential that changed on disk meanwhile is retried with, not a reason to stop."""

@@ -76,6 +76,11 @@ class EventSchema:
         return {k: v for k, v in self.__dict__.items() if k != "_parser"}
 
     @property
+    def parser(self) -> _Parser:
+        """The parser (built in each process: its msgspec classes are made at run time)."""
+        return self._p
+
+    @property
     def _p(self) -> _Parser:
         parser: _Parser | None = self.__dict__.get("_parser")
         if parser is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -68,7 +69,10 @@ class BatchResult:
         """Elements of this batch that end as dead letters."""
         if not self.outcome.ok:
             return len(self.batch)
-        return sum(isinstance(v, ElementFailure) for v in self.outcome.value)
+        dead = self.__dict__.get("_dead")
+        if dead is None:
+            dead = self.__dict__["_dead"] = sum(isinstance(v, ElementFailure) for v in self.outcome.value)
+        return dead
 
 
 class Runtime(Protocol):
@@ -106,9 +110,12 @@ class _Slots:
         self._limiter = limiter
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> None:
-        if not self._waiters and self._limiter.try_acquire():
-            return
+    def try_take(self) -> bool:
+        """A slot at once, if one is free and nobody waits before us."""
+        return not self._waiters and self._limiter.try_acquire()
+
+    async def wait(self) -> None:
+        """Waits in line for a slot (cancelling the wait gives back one granted meanwhile)."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -269,11 +276,13 @@ class EnrichmentRuntime:
             sent = None
             if isinstance(step, Attempt):
                 asked = time.monotonic()
-                try:
-                    await asyncio.wait_for(self._slots.acquire(), step.deadline_in_s)
-                except asyncio.TimeoutError:
-                    sent = (None, time.monotonic() - asked)     # out of time before a slot came free
-                    continue
+                if not self._slots.try_take():
+                    try:
+                        async with within(step.deadline_in_s):
+                            await self._slots.wait()
+                    except asyncio.TimeoutError:
+                        sent = (None, time.monotonic() - asked)     # out of time before a slot came free
+                        continue
                 if self.stopped is not None:
                     self._slots.release()
                     continue
@@ -301,12 +310,22 @@ class EnrichmentRuntime:
         """One attempt, cut at `timeout_s` whatever the service is doing (a body trickling in
         byte by byte included); a caller that raises has a bug: its batch is dead-lettered."""
         try:
-            return await asyncio.wait_for(self.caller.call(batch), timeout_s)
+            async with within(timeout_s):     # cancels the call where it is, in this task
+                return await self.caller.call(batch)
         except asyncio.TimeoutError:
             return timed_out()
         except Exception as exc:  # noqa: BLE001 - one batch's dead letters, not a failed bundle
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             return AttemptResult(AttemptKind.REJECTED, "caller_error", detail=detail)
+
+
+def within(seconds: float) -> Any:
+    """`asyncio.timeout` (Python 3.11+; async-timeout, which aiohttp brings, before): it cancels the
+    awaited call in the current task, where `asyncio.wait_for` makes a task per call."""
+    if sys.version_info >= (3, 11):
+        return asyncio.timeout(seconds)
+    import async_timeout  # Python 3.10 only
+    return async_timeout.timeout(seconds)
 
 
 _RUNTIMES: dict[tuple[type[EnrichmentRuntime], ThrottleSettings, str], EnrichmentRuntime] = {}

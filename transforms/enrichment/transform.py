@@ -18,8 +18,10 @@ the runtime is saturated: the bundle stalls, so the source upstream stops
 pulling and the backlog stays where it is (in Kafka, for the Kafka job).
 
 Outputs keep their element's timestamp and window. When the input is in the
-global window and each element knows its timestamp, `timestamp_of` saves the
-per-element window bookkeeping (a microsecond an element).
+global window and nothing downstream reads element timestamps (the Kafka job),
+`timestamp_of` saves the per-element window bookkeeping: an output then takes
+the timestamp of the element in hand when it is emitted (`timestamp_of` its
+own, at a bundle's end).
 """
 from __future__ import annotations
 
@@ -92,28 +94,26 @@ def record_batch(result: BatchResult) -> None:
         _REQUEST_LATENCY_MS.observe(latency * 1000)
 
 
-def outcomes(result: BatchResult) -> Iterator[Enriched[Any, Any] | Failed[Any]]:
+def outcomes(result: BatchResult) -> list[Enriched[Any, Any] | Failed[Any]]:
     """One `Enriched` or `Failed` per element of a completed batch, in order."""
     out = result.outcome
     if not out.ok:
         reason, detail = out.failure or "failed", out.error or ""
-        for element in result.batch:
-            yield Failed(element, reason, detail, out.attempts, out.last_status)
-        return
-    latency_ms = round(result.elapsed_s * 1000, 3)
-    for element, value in zip(result.batch, out.value):
-        if isinstance(value, ElementFailure):
-            yield Failed(element, value.reason, value.detail, out.attempts, out.last_status)
-        else:
-            yield Enriched(element, value, out.attempts, latency_ms)
+        return [Failed(element, reason, detail, out.attempts, out.last_status) for element in result.batch]
+    latency_ms, attempts = round(result.elapsed_s * 1000, 3), out.attempts
+    if result.dead_lettered() == 0:
+        return [Enriched(element, value, attempts, latency_ms) for element, value in zip(result.batch, out.value)]
+    return [Failed(element, value.reason, value.detail, attempts, out.last_status) if isinstance(value, ElementFailure)
+            else Enriched(element, value, attempts, latency_ms) for element, value in zip(result.batch, out.value)]
 
 
 def shard_of(key: Hashable, num_shards: int) -> int:
     """Stable across processes (unlike hash() of a str), so one key always lands in one shard."""
+    if isinstance(key, str):
+        return zlib.crc32(key.encode()) % num_shards
     if isinstance(key, int):
         return key % num_shards
-    data = key if isinstance(key, bytes) else str(key).encode()
-    return zlib.crc32(data) % num_shards
+    return zlib.crc32(key if isinstance(key, bytes) else str(key).encode()) % num_shards
 
 
 class _OpenBatch:
@@ -121,7 +121,7 @@ class _OpenBatch:
 
     def __init__(self) -> None:
         self.elements: list[Any] = []
-        self.stamps: list[Any] = []     # per element: its (timestamp, window), or its timestamp
+        self.stamps: list[Any] = []     # per element: its (timestamp, window) (none for global input)
         self.nbytes = 0
 
 
@@ -170,7 +170,8 @@ class _EnrichBatchesFn(beam.DoFn):
             self._submit(shard, batch)
             batch = self._open[shard] = _OpenBatch()
         batch.elements.append(element)
-        batch.stamps.append(stamp)
+        if stamp is not None:
+            batch.stamps.append(stamp)
         batch.nbytes += size
         if self._policy.full(len(batch.elements), batch.nbytes):
             self._submit(shard, batch)
@@ -183,20 +184,18 @@ class _EnrichBatchesFn(beam.DoFn):
             assert self._runtime is not None
             self._pending.append((self._runtime.submit(batch.elements, shard), batch.stamps))
 
-    def _completed(self, block: bool) -> Iterator[WindowedValue]:
+    def _completed(self, block: bool) -> Iterator[Any]:
         assert self._runtime is not None
         while self._pending and (block or self._pending[0][0].done()):
             future, stamps = self._pending.popleft()
             result = future.result()
             self._runtime.account(result)      # raises when the job must stop: before anything is emitted
             record_batch(result)
-            for value, stamp in zip(outcomes(result), stamps):
-                yield self._windowed(value, stamp)
+            yield from self._stamped(outcomes(result), stamps, block)
 
     @staticmethod
-    def _windowed(value: Any, stamp: Any) -> WindowedValue:
-        timestamp, window = stamp
-        return WindowedValue(value, timestamp, (window,))
+    def _stamped(values: list[Any], stamps: list[Any], at_end: bool) -> Iterable[Any]:
+        return [WindowedValue(value, timestamp, (window,)) for value, (timestamp, window) in zip(values, stamps)]
 
     @on_timer(NEVER)
     def _keyed(self, keyed=beam.DoFn.StateParam(KEYED)) -> Iterable[Any]:
@@ -213,8 +212,10 @@ class _EnrichBatchesFn(beam.DoFn):
 
 
 class _EnrichGlobalBatchesFn(_EnrichBatchesFn):
-    """Global-window input whose elements know their timestamps (`timestamp_of`): no window
-    parameters to fill per element."""
+    """Global-window input whose downstream does not read element timestamps (`timestamp_of`): no
+    window parameters to fill, no timestamp to make, per element. An output emitted while the
+    bundle runs is stamped by Beam like the element then in hand; one emitted at the bundle's end
+    (where there is none) gets `timestamp_of` its own element."""
 
     def __init__(self, *args: Any, timestamp_of: Callable[[Any], Timestamp]) -> None:
         super().__init__(*args)
@@ -223,9 +224,11 @@ class _EnrichGlobalBatchesFn(_EnrichBatchesFn):
     def process(self, keyed: tuple[int, Any]) -> Iterator[Any]:  # type: ignore[override]
         return self._add(keyed, None)
 
-    def _windowed(self, value: Any, stamp: Any) -> WindowedValue:  # type: ignore[override]
-        element = value.element
-        return WindowedValue(value, self._timestamp_of(element), _GLOBAL_WINDOWS)
+    def _stamped(self, values: list[Any], stamps: list[Any], at_end: bool) -> Iterable[Any]:
+        if not at_end:
+            return values
+        timestamp_of = self._timestamp_of
+        return [WindowedValue(v, timestamp_of(v.element), _GLOBAL_WINDOWS) for v in values]
 
 
 class ThrottledEnrichment(beam.PTransform):
@@ -238,7 +241,8 @@ class ThrottledEnrichment(beam.PTransform):
       are batched together); by default elements are dealt round-robin.
     - `size_of(element)`: its size in bytes for `max_batch_bytes`; by default sizes are not bounded.
     - `passthrough`: element types that are passed on untouched (an earlier stage's dead letters).
-    - `timestamp_of(element)`: for global-window input only, see the module docstring.
+    - `timestamp_of(element)`: for global-window input whose downstream does not read element
+      timestamps: skips the per-element window bookkeeping (see the module docstring).
 
     One runtime (throttle, caller, event loop) per worker process is shared by every instance
     of the same caller and settings. When the job must stop - the service answered with a
@@ -272,20 +276,22 @@ class ThrottledEnrichment(beam.PTransform):
         fn = (_EnrichBatchesFn(*args) if self._timestamp_of is None
               else _EnrichGlobalBatchesFn(*args, timestamp_of=self._timestamp_of))
         return (elements
-                | "KeyByShard" >> beam.ParDo(_KeyByShard(n, key_of, passthrough)).with_output_types(tuple[int, Any])
+                | "KeyByShard" >> beam.Map(_ShardKey(n, key_of, passthrough)).with_output_types(tuple[int, Any])
                 | "EnrichBatches" >> beam.ParDo(fn))
 
 
-class _KeyByShard(beam.DoFn):
+class _ShardKey:
+    """element -> (shard, element): by `key_of`, or round-robin (elements without a key, and those
+    passed through)."""
+
     def __init__(self, num_shards: int, key_of: Callable[[Any], Hashable] | None,
                  passthrough: tuple[type, ...]) -> None:
         self._n, self._key_of, self._passthrough = num_shards, key_of, passthrough
+        self._next: Callable[[], int] | None = None
 
-    def setup(self) -> None:
-        self._next = itertools.cycle(range(self._n)).__next__
-
-    def process(self, element: Any) -> Iterator[tuple[int, Any]]:
+    def __call__(self, element: Any) -> tuple[int, Any]:
         if self._key_of is None or isinstance(element, self._passthrough):
-            yield self._next(), element
-        else:
-            yield shard_of(self._key_of(element), self._n), element
+            if self._next is None:
+                self._next = itertools.cycle(range(self._n)).__next__
+            return self._next(), element
+        return shard_of(self._key_of(element), self._n), element
