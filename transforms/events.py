@@ -27,9 +27,10 @@ from transforms.monitoring.config import MonitoringConfig
 _LOG = logging.getLogger(__name__)
 
 
-class ParsedEvent(msgspec.Struct, frozen=True):
+class ParsedEvent(msgspec.Struct, frozen=True, gc=False):
     """A valid event with the bytes it came from, its Kafka position and key (a replayed dead
-    letter goes back under the same key, so to the same partition)."""
+    letter goes back under the same key, so to the same partition). Holds no reference cycle, so
+    the garbage collector need not track it."""
     event: Event
     raw: bytes
     source: SourcePosition

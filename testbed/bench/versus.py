@@ -35,13 +35,18 @@ REPO = Path(__file__).resolve().parents[2]
 JOB_OPTIONS = ("--max_in_flight=32", "--initial_rate=10000", "--drain_chunk=0")
 
 
-def drain(checkout: Path, bootstrap: str, url: str, events: int, batch_size: int, extra: list[str]) -> dict:
+def backlog(bootstrap: str, events: int) -> str:
     base = f"vs-{uuid.uuid4().hex[:8]}"
     create_topic(bootstrap, f"{base}-in", 4)
     for suffix in ("out", "dlq"):
-        create_topic(bootstrap, f"{base}-{suffix}", 2)
-    produce_events(bootstrap, f"{base}-in", count=events, seed=5)
-    cmd = [str(checkout / ".venv" / "bin" / "python"), "-m", "pipelines.enrich_payments", overhead.FNAPI,
+        create_topic(bootstrap, f"{base}-{suffix}", 4)
+    produce_events(bootstrap, f"{base}-in", count=events, seed=1, keep_ids=False)
+    return base
+
+
+def drain(checkout: Path, base: str, bootstrap: str, url: str, batch_size: int, extra: list[str],
+          job: str = "pipelines.enrich_payments") -> dict:
+    cmd = [str(checkout / ".venv" / "bin" / "python"), "-m", job, overhead.FNAPI,
            f"--bootstrap_servers={bootstrap}", f"--input_topic={base}-in", f"--output_topic={base}-out",
            f"--dlq_topic={base}-dlq", f"--group_id=g-{base}", f"--batch_size={batch_size}", "--progress_interval=0",
            *JOB_OPTIONS, *[a.format(url=url) for a in extra]]
@@ -51,23 +56,28 @@ def drain(checkout: Path, bootstrap: str, url: str, events: int, batch_size: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, required=True, help="the other checkout (with its own .venv)")
+    parser.add_argument("--this", type=Path, default=REPO, help="this side's checkout (default: this one)")
     parser.add_argument("--base_args", default="--scoring_url={url}", help="extra job flags of the base")
     parser.add_argument("--args", default="--service_url={url}/score", help="extra job flags of this checkout")
+    parser.add_argument("--job", default="pipelines.enrich_payments",
+                        help="the module both sides run, e.g. testbed.bench.instant_scoring (a stage of the job)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--out", default=None, help="JSON results (default bench-results/versus-<time>.json)")
     args = parser.parse_args(argv)
-    sides = {"this": (REPO, shlex.split(args.args)), "base": (args.base.resolve(), shlex.split(args.base_args))}
+    sides = {"this": (args.this.resolve(), shlex.split(args.args)), "base": (args.base.resolve(), shlex.split(args.base_args))}
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory(prefix="versus-kafka-") as workdir, KafkaBroker(Path(workdir)) as broker, \
             ScoringServiceProcess(service_args(rate=1_000_000, burst=1_000_000, max_concurrency=1000)) as service:
         for round_ in range(args.rounds):
+            # Both backlogs first, then the two drains back to back, in alternating order.
+            backlogs = {name: backlog(broker.bootstrap_servers, args.events) for name in sides}
             order = ("this", "base") if round_ % 2 == 0 else ("base", "this")
             for name in order:
                 checkout, extra = sides[name]
-                runs[name].append(drain(checkout, broker.bootstrap_servers, service.url, args.events,
-                                        args.batch_size, extra))
+                runs[name].append(drain(checkout, backlogs[name], broker.bootstrap_servers, service.url,
+                                        args.batch_size, extra, args.job))
                 print(f"round {round_ + 1} {name}: {runs[name][-1]['events_per_cpu_s']} ev/CPU-s, "
                       f"{runs[name][-1]['steady_events_per_s']} ev/s steady", flush=True)
     summary = {name: {key: statistics.median(r[key] for r in rs) for key in ("events_per_cpu_s", "steady_events_per_s")}

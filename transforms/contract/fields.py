@@ -207,6 +207,10 @@ class FastChecks:
     def fills(self) -> bool:
         return bool(self._fill)
 
+    @property
+    def needed(self) -> bool:
+        return bool(self._blank or self._times or self._enums or self._fill)
+
     def ok(self, values: tuple[Any, ...]) -> bool:
         for i in self._blank:
             v = values[i]

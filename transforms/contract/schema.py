@@ -40,8 +40,10 @@ class InvalidEvent(ValueError):
     """A message that cannot be enriched; `str(e)` is the dead letter's detail."""
 
 
-class Event(msgspec.Struct, frozen=True):
-    """An event as the schema sees it, for callers of `HttpJsonCaller` outside the Kafka job."""
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """An event as the schema sees it: its fields' values in schema order, its id and shard key.
+    Not tracked by the garbage collector (it holds decoded JSON, which cannot refer back to it):
+    one object fewer per event for every collection to walk."""
     values: tuple[Any, ...]
     id: str
     key: str
@@ -130,25 +132,24 @@ class _Parser:
         self._decode = msgspec.json.Decoder(struct).decode
         self._astuple = msgspec.structs.astuple
         self._quoted = [json.dumps(n, ensure_ascii=False).encode() for n in self._names]
-        self._checks = FastChecks(self._fields)
+        checks = FastChecks(self._fields)
+        self._checks = checks if checks.needed else None
         self._quotes = schema.plain_quotes
 
     def parse(self, raw: bytes | None) -> Event:
-        if raw is None or len(raw) == 0:
+        if not raw:
             raise InvalidEvent("empty message")
         if len(raw) > self._max_bytes:
             raise InvalidEvent(f"message too large ({len(raw)} bytes > {self._max_bytes})")
         values = self._plain(raw)
         if values is None:
             values = self._general(raw)
-        return self._event(values)
-
-    def _event(self, values: tuple[Any, ...]) -> Event:
-        return Event(values, str(values[self._id_at]), str(values[self._key_at]))
+        id_, key = values[self._id_at], values[self._key_at]
+        return Event(values, id_ if id_.__class__ is str else str(id_), key if key.__class__ is str else str(key))
 
     def _plain(self, raw: bytes) -> tuple[Any, ...] | None:
         """The values if `raw` is a plain, valid event, else None (the general path decides)."""
-        if not plain_bytes(raw):
+        if b"\\" in raw or not (raw.isascii() or plain_bytes(raw)):
             return None
         if self._quotes is None or raw.count(b'"') != self._quotes:
             for quoted in self._quoted:
@@ -158,7 +159,10 @@ class _Parser:
             values = self._astuple(self._decode(raw))
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
             return None
-        return self._checks.filled(values) if self._checks.ok(values) else None
+        checks = self._checks
+        if checks is None:
+            return values
+        return checks.filled(values) if checks.ok(values) else None
 
     def _general(self, raw: bytes) -> tuple[Any, ...]:
         try:
@@ -177,7 +181,8 @@ class _Parser:
         return values
 
     def from_mapping(self, doc: Mapping[str, Any]) -> Event:
-        return self._event(self._values(doc))
+        values = self._values(doc)
+        return Event(values, str(values[self._id_at]), str(values[self._key_at]))
 
     def _values(self, doc: Mapping[str, Any]) -> tuple[Any, ...]:
         missing = [f.name for f in self._fields if f.required and doc.get(f.name) is None]

@@ -294,4 +294,7 @@ class _ShardKey:
             if self._next is None:
                 self._next = itertools.cycle(range(self._n)).__next__
             return self._next(), element
-        return shard_of(self._key_of(element), self._n), element
+        key = self._key_of(element)
+        if key.__class__ is str:   # the common case, without a call
+            return zlib.crc32(key.encode()) % self._n, element
+        return shard_of(key, self._n), element
