@@ -34,6 +34,7 @@ from pipelines.options import (
     is_streaming,
     parse_options,
     runner_name,
+    start_position,
     throttle_settings,
     validate,
     validate_runner,
@@ -90,7 +91,8 @@ class EnrichPayments(beam.PTransform):
         if java is None:
             reader = ReadFromKafka(self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records,
                                    settings=ReadSettings(max_open_consumers=o.max_open_consumers,
-                                                         max_records_per_call=o.max_records_per_read))
+                                                         max_records_per_call=o.max_records_per_read),
+                                   start=start_position(o))
         else:
             reader = ReadFromKafkaJava(self._conn, o.input_topic, java,
                                        max_records=None if self._streaming else o.max_records)
@@ -101,7 +103,8 @@ class EnrichPayments(beam.PTransform):
         encode = RecordEncoder(self._contract, o.output_topic, o.dlq_topic)
         if o.delivery == "exactly_once":
             return (outcomes | "ToRecords" >> beam.Map(encode)
-                    | "WriteKafkaExactlyOnce" >> WriteToKafkaExactlyOnce(self._conn))
+                    | "WriteKafkaExactlyOnce" >> WriteToKafkaExactlyOnce(
+                        self._conn, longest_wait_s=throttle_settings(o).deadline_s))
         # The Java writer's acks hold only after a checkpoint, so drains keep the Python writer,
         # whose acks are delivery callbacks (transforms/kafka/java_io.py).
         if java is not None and self._streaming:
@@ -215,7 +218,7 @@ def prepare(argv: list[str] | None) -> Prepared:
             java_consumer_config(conn)
         except UnsupportedJavaSetting as err:
             raise ConfigError(str(err)) from err
-        commit_start_offsets(conn, opts.input_topic)
+        commit_start_offsets(conn, opts.input_topic, start_position(opts))
     return Prepared(options, opts, conn, contract)
 
 

@@ -20,7 +20,10 @@ from apache_beam.options.pipeline_options import (
 
 from transforms.contract.loader import DEFAULT_CONTRACT
 from transforms.control.settings import DEFAULTS, ThrottleSettings
+from transforms.kafka.connection import is_placeholder, is_secret_key, parse_properties, resolved
+from transforms.kafka.exactly_once import transaction_timeout_ms
 from transforms.kafka.read import ReadSettings
+from transforms.kafka.start import StartPosition
 from transforms.monitoring.config import MIN_INTERVAL_S
 
 # Runners whose job server contributes options Python cannot know in advance
@@ -63,6 +66,10 @@ class EnrichPaymentsOptions(PipelineOptions):
                        help="Consumer group whose committed offsets mark completed work.")
         g.add_argument("--kafka_property", action="append", default=[], metavar="KEY=VALUE",
                        help="Extra librdkafka client property, repeatable (e.g. security.protocol=SSL).")
+        g.add_argument("--start_position", default=None, metavar="earliest|latest|TIME",
+                       help="Where a group without committed offsets starts: earliest, latest, or the first record "
+                            "at or after a time (epoch ms or ISO-8601 with a zone). A group that has committed "
+                            "resumes from its offsets. Default: the auto.offset.reset --kafka_property, else earliest.")
         g.add_argument("--max_open_consumers", type=int, default=8,
                        help="Kafka consumers each reader instance keeps open; more partitions share them "
                             "(each consumer has its own threads, connections and a 2 MiB pre-fetch).")
@@ -162,7 +169,9 @@ def parse_options(argv: list[str] | None) -> PipelineOptions:
         _add_all(cls, parser)
     known, unknown = parser.parse_known_args(argv or [])
     if unknown and runner_name(getattr(known, "runner", None)) not in PASS_THROUGH_RUNNERS:
-        raise ConfigError(f"unknown option(s): {' '.join(unknown)} (see --help)")
+        # Names only: a mistyped flag's value may be a secret.
+        names = " ".join(arg.split("=", 1)[0] for arg in unknown if arg.startswith("-"))
+        raise ConfigError(f"unknown option(s): {names or f'{len(unknown)} stray argument(s)'} (see --help)")
     return PipelineOptions(argv or [])
 
 
@@ -200,11 +209,47 @@ def validate(opts: EnrichPaymentsOptions) -> None:
     for item in opts.kafka_property:
         key, sep, _ = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--kafka_property must be KEY=VALUE (got {item!r})")
+            raise ConfigError("--kafka_property must be KEY=VALUE (got one without a key or an '=')")
+    validate_kafka_properties(opts)
     for name in ("input_topic", "output_topic", "dlq_topic", "group_id", "bootstrap_servers"):
         if not getattr(opts, name):
             raise ConfigError(f"--{name} must not be empty")
+    start_position(opts)
+    if opts.delivery == "exactly_once":
+        try:
+            transaction_timeout_ms(throttle_settings(opts).deadline_s, parse_properties(opts.kafka_property))
+        except ValueError as err:
+            raise ConfigError(f"--kafka_property {err} (--batch_deadline)") from None
     validate_monitoring(opts)
+
+
+def validate_kafka_properties(opts: EnrichPaymentsOptions) -> None:
+    """Secrets only as placeholders (a literal shows in the process list, the Kubernetes Job spec
+    and the pipeline the runner stores); each placeholder readable here and now."""
+    for key, value in parse_properties(opts.kafka_property).items():
+        if not is_placeholder(value):
+            if is_secret_key(key):
+                raise ConfigError(f"--kafka_property {key}: a secret on the command line shows in the process list "
+                                  "and the job's spec; give ${env:NAME}, ${dir:DIR:FILE} or ${file:PATH:KEY}")
+            continue
+        if opts.kafka_io == "java":
+            raise ConfigError(f"--kafka_property {key}: placeholders are read by the Python Kafka client; "
+                              "--kafka_io=java would pass them to the Java clients unread")
+        try:
+            resolved(key, value)
+        except ValueError as err:
+            raise ConfigError(f"--kafka_property {err}") from None
+
+
+def start_position(opts: EnrichPaymentsOptions) -> StartPosition:
+    """--start_position, else the auto.offset.reset --kafka_property (ConfigError names the option)."""
+    try:
+        if opts.start_position is not None:
+            return StartPosition.parse(opts.start_position)
+        return StartPosition.from_reset(parse_properties(opts.kafka_property))
+    except ValueError as err:
+        raise ConfigError(f"--{'start_position' if opts.start_position is not None else 'kafka_property'}: {err}") \
+            from None
 
 
 # ThrottleSettings fields whose option has another name.

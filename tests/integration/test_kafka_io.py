@@ -38,6 +38,7 @@ from transforms.kafka.read import (
     _ReadUnboundedPartitionFn,
 )
 from transforms.kafka.records import KafkaRecord, OffsetGap, OutboundRecord, PartitionSpec
+from transforms.kafka.start import StartPosition
 from transforms.kafka.tracker import PartitionRange
 from transforms.kafka.write import WriteToKafka
 
@@ -74,11 +75,11 @@ def pass_through(record: KafkaRecord | OffsetGap, topic: str) -> OutboundRecord 
 
 def drain(conn: KafkaConnection, source: str, sink: str, max_records: int | None = None,
           settings: ReadSettings = ReadSettings(), to_outbound=pass_through,
-          options: tuple[str, ...] | list[str] = (FN_API_RUNNER,)) -> dict[str, int]:
+          options: tuple[str, ...] | list[str] = (FN_API_RUNNER,), start: StartPosition | None = None) -> dict[str, int]:
     """Kafka -> Kafka pass-through drain; returns the counters by `namespace/name`."""
     pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
     _ = (pipeline
-         | ReadFromKafka(conn, source, bounded=True, max_records=max_records, settings=settings)
+         | ReadFromKafka(conn, source, bounded=True, max_records=max_records, settings=settings, start=start)
          | beam.Map(to_outbound, sink)
          | WriteToKafka(conn)
          | CommitOffsets(conn))

@@ -83,3 +83,32 @@ def test_parse_properties() -> None:
     assert parse_properties(["a=1", " b = x=y "]) == {"a": "1", "b": "x=y"}
     with pytest.raises(ValueError):
         parse_properties(["novalue"])
+
+
+def test_secrets_come_from_the_environment_or_files_when_a_client_is_made(tmp_path, monkeypatch) -> None:
+    """Placeholders travel in the pipeline; the values are read by whoever builds a client (the
+    worker), and a rotated file is read again by the next client."""
+    (tmp_path / "password").write_text("s3cret\n")
+    (tmp_path / "client.properties").write_text("# comment\nssl.key.password = k3y\nother=1\n")
+    monkeypatch.setenv("KAFKA_USER", "svc")
+    conn = KafkaConnection("b:9093", group_id="g",
+                           security={"sasl.username": "${env:KAFKA_USER}",
+                                     "sasl.password": f"${{dir:{tmp_path}:password}}",
+                                     "ssl.key.password": f"${{file:{tmp_path}/client.properties:ssl.key.password}}"})
+    for config in (consumer_config(conn), producer_config(conn)):
+        assert (config["sasl.username"], config["sasl.password"], config["ssl.key.password"]) == ("svc", "s3cret", "k3y")
+    assert "s3cret" not in pickle.dumps(conn).decode("latin-1")
+    (tmp_path / "password").write_text("rotated")
+    assert consumer_config(conn)["sasl.password"] == "rotated"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("${env:NO_SUCH_VARIABLE_HERE}", "sasl.password: the secret in \\$NO_SUCH_VARIABLE_HERE is empty or unset"),
+    ("${dir:/no/such/dir:pw}", "sasl.password: cannot read /no/such/dir/pw"),
+    ("${file:/no/such.properties:pw}", "sasl.password: cannot read /no/such.properties"),
+    ("${vault:secret/kafka}", "sasl.password: unknown placeholder"),
+])
+def test_an_unresolvable_secret_is_one_clear_line(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        consumer_config(KafkaConnection("b:9093", group_id="g", security={"sasl.password": value}))
+    assert "\n" not in str(caught.value)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
 from transforms.kafka.offset_ranges import OffsetRangeSet
@@ -56,7 +56,16 @@ _STATE_CODER = coders.TupleCoder((
 
 
 class KafkaCommitError(RuntimeError):
-    """The group has no committed offset to advance from."""
+    """Kafka refused a commit, or the group has no committed offset to advance from."""
+
+
+def _hint(exc: KafkaException) -> str:
+    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    if err is not None and err.code() in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION):
+        return " (another application is subscribed with this group id: give this job a group of its own)"
+    if err is not None and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return " (the job's principal may not commit for this group: grant it READ on the group)"
+    return ""
 
 
 _GROUP_LOCKS: dict[tuple[str, str], threading.Lock] = {}
@@ -102,8 +111,9 @@ class GroupOffsets:
         return {(tp.topic, tp.partition): tp.offset for tp in tps}
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commits synchronously the offsets ahead of the group's; a failure is logged, not
-        raised: the next commit supersedes it.
+        """Commits synchronously the offsets ahead of the group's; raises `KafkaCommitError`
+        when Kafka refuses (after `with_retries` outlasted a settling broker): a job that
+        cannot commit must not run on as if it could (a re-run would repeat all of it).
 
         The read costs one OffsetFetch round trip per commit, i.e. per bundle. Within this
         process the read and the commit are serialized for the group (across every instance);
@@ -123,18 +133,18 @@ class GroupOffsets:
                 client = self._client()
                 results = with_retries(lambda: client.commit(offsets=tps, asynchronous=False))
             except KafkaException as exc:
-                _LOG.error("offset commit %s failed (%s); the next commit supersedes it",
-                           ", ".join(f"{t}/{p}@{o}" for (t, p), o in sorted(offsets.items())), exc)
-                return
+                raise KafkaCommitError(
+                    f"offset commit {', '.join(f'{t}/{p}@{o}' for (t, p), o in sorted(offsets.items()))} for group "
+                    f"{self._conn.group_id!r} failed: {exc.args[0] if exc.args else exc}{_hint(exc)}") from exc
         failed = [tp for tp in results or () if tp.error is not None]
-        if failed:
-            _LOG.error("offset commit failed for %s; the next commit supersedes it",
-                       ", ".join(f"{tp.topic}/{tp.partition}: {tp.error}" for tp in failed))
         for tp in results or tps:
             if tp.error is None:
                 _COMMITTED_OFFSET.set(tp.offset, topic=tp.topic, partition=tp.partition)
-        if not failed:
-            _LOG.debug("committed %s", _describe(tps))
+        if failed:
+            raise KafkaCommitError(
+                f"offset commit for group {self._conn.group_id!r} failed: "
+                + ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}: {tp.error}" for tp in failed))
+        _LOG.debug("committed %s", _describe(tps))
 
     def close(self) -> None:
         with self._lock:

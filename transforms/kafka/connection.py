@@ -10,6 +10,7 @@ broker answers with NOT_COORDINATOR while `__consumer_offsets` loads.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
+
+from transforms.contract.secrets import SecretSource
 
 T = TypeVar("T")
 
@@ -37,6 +40,10 @@ SECURITY_KEYS = frozenset({
 _SECRET_KEY = re.compile(r"password|secret|jaas|token|credential|\.pem$",
                          re.IGNORECASE)
 _REDACTED = "***"
+# A value read when a client is made, not carried in the pipeline: `${env:NAME}`, `${dir:DIR:FILE}`,
+# `${file:PATH:KEY}` (the syntax of Kafka's EnvVar-, Directory- and FileConfigProvider).
+_PLACEHOLDER = re.compile(r"^\$\{(\w+):(.+)\}$")
+_PROPERTY_LINE = re.compile(r"([^=:\s]+)\s*[=:]\s*(.*)")
 
 # Errors of a broker whose coordinator or partition leadership is still settling
 # (__consumer_offsets being created or loaded; a topic just created, whose
@@ -57,7 +64,9 @@ class KafkaConnection:
     """Where and how to connect; picklable so it can travel inside DoFns.
 
     `properties` are arbitrary librdkafka `key=value` settings applied last,
-    so they can override every default below (e.g. `fetch.max.bytes`).
+    so they can override every default below (e.g. `fetch.max.bytes`). A value
+    may be a placeholder (`resolved`): secrets are then read by whoever makes a
+    client (the worker), so they never travel inside the pipeline.
     """
     bootstrap_servers: str
     group_id: str | None = None
@@ -114,9 +123,53 @@ def parse_properties(items: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
+def is_placeholder(value: str) -> bool:
+    return _PLACEHOLDER.match(value) is not None
+
+
+def resolved(key: str, value: str) -> str:
+    """`value`, or what its placeholder names (Kafka's config-provider syntax), read now:
+    `${env:NAME}`, `${dir:DIR:FILE}` (a file's content: a mounted Kubernetes Secret) or
+    `${file:PATH:KEY}` (a key of a properties file). ValueError: one line naming `key`."""
+    match = _PLACEHOLDER.match(value)
+    if match is None:
+        return value
+    provider, rest = match.groups()
+    try:
+        if provider == "env":
+            secret = SecretSource(env=rest).read()
+        elif provider == "dir":
+            directory, _, name = rest.rpartition(":")
+            secret = SecretSource(file=os.path.join(directory, name)).read()
+        elif provider == "file":
+            path, _, name = rest.rpartition(":")
+            secret = _properties_file(path).get(name)
+            if secret is None:
+                raise ValueError(f"{path} has no key {name!r}")
+        else:
+            raise ValueError(f"unknown placeholder ${{{provider}:...}} (env, dir or file)")
+    except OSError as err:
+        raise ValueError(f"{key}: cannot read {err.filename}: {err.strerror}") from None
+    except ValueError as err:
+        raise ValueError(f"{key}: {err}") from None
+    assert secret is not None
+    return secret
+
+
+def _properties_file(path: str) -> dict[str, str]:
+    """`key=value` (or `key: value`) lines of a Java properties file, `#`/`!` comments skipped."""
+    with open(path, encoding="utf-8") as f:
+        pairs = (_PROPERTY_LINE.match(line.strip()) for line in f if line.strip()[:1] not in ("", "#", "!"))
+        return {m[1]: m[2].strip() for m in pairs if m}
+
+
+def _resolved_all(settings: Mapping[str, str]) -> dict[str, str]:
+    return {key: resolved(key, value) for key, value in settings.items()}
+
+
 def _common(conn: KafkaConnection) -> dict[str, object]:
     config: dict[str, object] = {"bootstrap.servers": conn.bootstrap_servers}
-    config.update(conn.security)
+    config.update(_resolved_all(conn.security))
     return config
 
 
@@ -142,7 +195,7 @@ def consumer_config(conn: KafkaConnection) -> dict[str, object]:
         "fetch.queue.backoff.ms": conn.fetch_queue_backoff_ms,
         "fetch.wait.max.ms": conn.fetch_wait_max_ms,
     })
-    config.update(conn.properties)
+    config.update(_resolved_all(conn.properties))
     return config
 
 
@@ -156,8 +209,12 @@ def producer_config(conn: KafkaConnection) -> dict[str, object]:
         "queue.buffering.max.kbytes": conn.queue_buffering_max_kbytes,
         "queue.buffering.max.messages": conn.queue_buffering_max_messages,
     })
-    config.update(conn.properties)
+    config.update(_resolved_all(conn.properties))
     return config
+
+
+def is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
 
 
 def redacted(config: Mapping[str, object]) -> dict[str, object]:

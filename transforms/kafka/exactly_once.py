@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -45,6 +45,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from transforms.control.settings import DEFAULTS
 from transforms.kafka.connection import KafkaConnection, consumer_config, producer_config, with_retries
 from transforms.kafka.records import CommittedOffset, OffsetGap, OutboundRecord
 from transforms.monitoring import metrics
@@ -69,8 +70,32 @@ _FENCED_GROUPS: set[str] = set()
 _FENCED_LOCK = threading.Lock()
 
 
+# What a transaction may stay open beyond the longest wait of the batches it holds (their deadline).
+_TRANSACTION_MARGIN_S = 60.0
+_TRANSACTION_TIMEOUT_KEY = "transaction.timeout.ms"
+
+
 class FencedError(RuntimeError):
     """Another producer took over an input partition's transactional id: two jobs with one group?"""
+
+
+def transaction_timeout_ms(longest_wait_s: float, properties: Mapping[str, str]) -> int:
+    """How long the broker lets a transaction stay open before it aborts it.
+
+    An open transaction waits for the batches whose results it will hold, each up
+    to its deadline (`longest_wait_s`); a shorter timeout lets the broker abort it
+    during a long outage of the service, which then looks like a fencing. A
+    `transaction.timeout.ms` property shorter than that is refused (ValueError).
+    """
+    needed = round((longest_wait_s + _TRANSACTION_MARGIN_S) * 1000)
+    given = properties.get(_TRANSACTION_TIMEOUT_KEY)
+    if given is None:
+        return max(120_000, needed)
+    if not given.strip().isdigit() or int(given) < needed:
+        raise ValueError(f"{_TRANSACTION_TIMEOUT_KEY}={given} is shorter than a batch may wait ({longest_wait_s:g} s "
+                         f"deadline + {_TRANSACTION_MARGIN_S:g} s): the broker would abort transactions during a "
+                         f"long outage; give at least {needed} or a shorter deadline")
+    return int(given)
 
 
 def transactional_id(group: str, topic: str, partition: int) -> str:
@@ -102,9 +127,10 @@ class _TransactionalWriteFn(beam.DoFn):
     # Records above a gap of their partition, waiting for the records below them.
     WAITING = BagStateSpec("waiting", PickleCoder())
 
-    def __init__(self, conn: KafkaConnection, txn_max_s: float) -> None:
+    def __init__(self, conn: KafkaConnection, txn_max_s: float, timeout_ms: int) -> None:
         self._conn = conn
         self._txn_max_s = txn_max_s
+        self._timeout_ms = timeout_ms
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._waiting: dict[tuple[str, int], dict[int, OutboundRecord | OffsetGap]] = {}
         self._consumer: Consumer | None = None
@@ -170,8 +196,17 @@ class _TransactionalWriteFn(beam.DoFn):
                 raise FencedError(f"this process was fenced by another writer of group {group!r} (a second job "
                                   f"with the same group?); not taking {topic}/{partition} back")
         producer = Producer({**producer_config(self._conn), "transactional.id": txn_id,
-                             "transaction.timeout.ms": 120_000})
-        with_retries(lambda: producer.init_transactions(_TIMEOUT_S))   # fences older producers of this id
+                             _TRANSACTION_TIMEOUT_KEY: self._timeout_ms})
+        try:
+            with_retries(lambda: producer.init_transactions(_TIMEOUT_S))   # fences older producers of this id
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is not None and err.code() == KafkaError.INVALID_TRANSACTION_TIMEOUT:
+                raise RuntimeError(
+                    f"the brokers refuse {_TRANSACTION_TIMEOUT_KEY}={self._timeout_ms} (above their "
+                    "transaction.max.timeout.ms, 900000 by default): shorten the batch deadline "
+                    "or raise that broker setting") from exc
+            raise
         frontier = self._committed(topic, partition)
         p = self._partitions[key] = _Partition(topic, partition, txn_id, producer, frontier, frontier)
         return p
@@ -255,11 +290,14 @@ class WriteToKafkaExactlyOnce(beam.PTransform):
     Output: a `CommittedOffset` per committed transaction.
     """
 
-    def __init__(self, connection: KafkaConnection, txn_max_s: float = 10.0) -> None:
+    def __init__(self, connection: KafkaConnection, txn_max_s: float = 10.0, longest_wait_s: float = DEFAULTS.deadline_s) -> None:
+        """`longest_wait_s`: the longest an element upstream may wait (the batch deadline); the
+        transaction timeout covers it (`transaction_timeout_ms`)."""
         super().__init__()
         connection.require_group()
         self._conn = connection
         self._txn_max_s = txn_max_s
+        self._timeout_ms = transaction_timeout_ms(longest_wait_s, connection.properties)
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         return (records
@@ -267,5 +305,5 @@ class WriteToKafkaExactlyOnce(beam.PTransform):
                 | "KeyBySourcePartition" >> beam.Map(
                     lambda r: (f"{r.source.topic}/{r.source.partition}", r)).with_output_types(
                         tuple[str, OutboundRecord | OffsetGap])
-                | "WriteTransactionally" >> beam.ParDo(_TransactionalWriteFn(self._conn, self._txn_max_s))
+                | "WriteTransactionally" >> beam.ParDo(_TransactionalWriteFn(self._conn, self._txn_max_s, self._timeout_ms))
                 .with_output_types(CommittedOffset))

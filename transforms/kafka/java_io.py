@@ -30,11 +30,12 @@ import apache_beam as beam
 from apache_beam.io import kafka as beam_kafka
 from apache_beam.transforms.external import JavaJarExpansionService
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
 
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.read import _PlanPartitions  # the planner's start-offset rule, shared on purpose
 from transforms.kafka.records import KafkaRecord, OffsetAck, OutboundRecord, PartitionSpec, SourcePosition
+from transforms.kafka.start import StartPosition
+from transforms.windowing import event_time
 
 ExpansionService = str | JavaJarExpansionService
 
@@ -74,18 +75,19 @@ def java_producer_config(conn: KafkaConnection) -> dict[str, str]:
     return {**_java_common(conn), "acks": "all", "enable.idempotence": "true"}
 
 
-def commit_start_offsets(conn: KafkaConnection, topic: str) -> list[PartitionSpec]:
+def commit_start_offsets(conn: KafkaConnection, topic: str, start: StartPosition | None = None) -> list[PartitionSpec]:
     """Before a run, in the launcher: give every partition a committed offset (the Python
-    reader's rule: the earliest offset when none or out of range) so KafkaIO starts there
-    and `CommitOffsets` has a base. Returns each partition's `[committed, end)`."""
-    return list(_PlanPartitions(conn, topic, bounded=True, max_records=None).process(b""))
+    reader's rule: `start` when none, the earliest offset when out of range) so KafkaIO starts
+    there and `CommitOffsets` has a base. Returns each partition's `[committed, end)`."""
+    return list(_PlanPartitions(conn, topic, bounded=True, max_records=None, start=start).process(b""))
 
 
 def to_kafka_record(row) -> TimestampedValue:
     """A KafkaIO metadata row as the pipeline's `KafkaRecord`, timestamped like the Python reader's."""
     position = SourcePosition(row.topic, row.partition, row.offset, row.offset)
-    record = KafkaRecord(position, row.key, row.value, row.timestamp)
-    return TimestampedValue(record, Timestamp(micros=row.timestamp * 1000))
+    timestamp = event_time(row.timestamp)
+    record = KafkaRecord(position, row.key, row.value, timestamp.micros // 1000)
+    return TimestampedValue(record, timestamp)
 
 
 class ReadFromKafkaJava(beam.PTransform):

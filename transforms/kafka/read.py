@@ -40,9 +40,10 @@ from confluent_kafka import (
 
 from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
 from transforms.kafka.records import KafkaRecord, OffsetGap, PartitionSpec, SourcePosition
+from transforms.kafka.start import StartPosition
 from transforms.kafka.tracker import UNBOUNDED_STOP, GrowableOffsetRestrictionTracker, PartitionRange
 from transforms.monitoring import metrics
-from transforms.windowing import in_global_window
+from transforms.windowing import event_time, in_global_window
 
 _LOG = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ _METADATA_TIMEOUT_S = 30.0
 _RECORDS_READ = metrics.counter("records_read")
 _BYTES_READ = metrics.counter("bytes_read")
 _SKIPPED_OFFSETS = metrics.counter("skipped_offsets")
+_CLAMPED_TIMESTAMPS = metrics.counter("clamped_timestamps")   # outside Beam's range (windowing.event_time)
 
 # Errors after which retrying the poll cannot help: fail the bundle loudly.
 _FATAL_CODES = frozenset({
@@ -121,18 +123,20 @@ def plan_stops(specs: Sequence[PartitionSpec], max_records: int | None) -> list[
 class _PlanPartitions(beam.DoFn):
     """Runs on the worker at pipeline start: one `PartitionSpec` per partition.
 
-    Start = the group's committed offset, else (none, or out of the partition's
-    range) the earliest offset. That start is committed right away when the
-    group has none, so `CommitOffsets` always has a base to advance from and
-    never has to guess where the contiguous acknowledged prefix begins.
+    Start = the group's committed offset; a partition without one starts at
+    `start` (`StartPosition`); one whose committed offset fell out of the
+    partition's range, at the earliest offset. That start is committed right
+    away, so `CommitOffsets` always has a base to advance from and never has
+    to guess where the contiguous acknowledged prefix begins.
     """
 
     def __init__(self, conn: KafkaConnection, topic: str, bounded: bool,
-                 max_records: int | None) -> None:
+                 max_records: int | None, start: StartPosition | None = None) -> None:
         self._conn = conn
         self._topic = topic
         self._bounded = bounded
         self._max_records = max_records
+        self._start = start or StartPosition.from_reset(dict(conn.properties))
 
     def process(self, _impulse: bytes) -> Iterator[PartitionSpec]:
         consumer = Consumer(consumer_config(self._conn))
@@ -164,15 +168,33 @@ class _PlanPartitions(beam.DoFn):
         for tp in committed:
             partition = TopicPartition(self._topic, tp.partition)
             low, high = with_retries(lambda p=partition: consumer.get_watermark_offsets(p, timeout=_METADATA_TIMEOUT_S))
-            start = tp.offset if low <= tp.offset <= high else low
-            if start != tp.offset:
-                if tp.offset != OFFSET_INVALID:
+            if tp.offset == OFFSET_INVALID:
+                start = self._first_offset(consumer, tp.partition, low, high)
+            else:
+                start = tp.offset if low <= tp.offset <= high else low
+                if start != tp.offset:
                     _LOG.warning("%s/%d: committed offset %d outside [%d, %d]; restarting at %d",
                                  self._topic, tp.partition, tp.offset, low, high, start)
+            if start != tp.offset:
                 to_commit.append(TopicPartition(self._topic, tp.partition, start))
             stop = high if self._bounded else UNBOUNDED_STOP
             specs.append(PartitionSpec(self._topic, tp.partition, start, stop))
         return specs, to_commit
+
+    def _first_offset(self, consumer: Consumer, partition: int, low: int, high: int) -> int:
+        """Where a partition the group never committed starts (`self._start`)."""
+        kind = self._start.kind
+        if kind == "error":
+            raise KafkaReadError(
+                f"group {self._conn.group_id!r} has no committed offset for {self._topic}/{partition} and "
+                "auto.offset.reset=error: commit one, or give a start position")
+        if kind == "latest":
+            return high
+        if kind == "timestamp":
+            [found] = with_retries(lambda: consumer.offsets_for_times(
+                [TopicPartition(self._topic, partition, self._start.timestamp_ms)], timeout=_METADATA_TIMEOUT_S))
+            return high if found.offset < 0 else max(low, found.offset)   # -1: nothing that late
+        return low
 
 
 class _PartitionRestrictions(RestrictionProvider):
@@ -270,7 +292,8 @@ class _ReadPartitionFn(beam.DoFn):
                 break
             consumed_all = self._handle_batch(call, messages)
             if call.records:
-                newest = max(r.timestamp for r in call.records)
+                # Never past the clock: one record stamped far ahead must not make the rest late.
+                newest = min(max(r.timestamp for r in call.records), Timestamp.now())
                 self._advance_watermark(call, newest - self._slack)
             _RECORDS_READ.inc(len(call.records))
             _BYTES_READ.inc(call.bytes)
@@ -405,10 +428,14 @@ class _ReadPartitionFn(beam.DoFn):
             ts_ms = int(time.time() * 1000)
         key, value = msg.key(), msg.value()
         call.bytes += len(value or b"") + len(key or b"")
+        timestamp = event_time(ts_ms)
+        if timestamp.micros != ts_ms * 1000:
+            _CLAMPED_TIMESTAMPS.inc()
+            ts_ms = timestamp.micros // 1000
         record = KafkaRecord(
             SourcePosition(call.spec.topic, call.spec.partition, msg.offset(), call.position),
             key, value, ts_ms)
-        return in_global_window(record, Timestamp(micros=ts_ms * 1000))
+        return in_global_window(record, timestamp)
 
     @staticmethod
     def _check_error(spec: PartitionSpec, err: KafkaError) -> None:
@@ -447,6 +474,8 @@ class ReadFromKafka(beam.PTransform):
     at planning time (capped in total by `max_records`), then the pipeline
     finishes. bounded=False reads forever (streaming; Flink). Nothing touches
     Kafka at construction time, so building the pipeline needs no broker.
+    A group without committed offsets starts at `start` (default: what the
+    connection's `auto.offset.reset` says, else the earliest offset).
     Output: `KafkaRecord`s timestamped with the Kafka message timestamp, and an
     `OffsetGap` where a read ends behind offsets without a record (pass it on to
     `WriteToKafka`, which acknowledges it).
@@ -454,7 +483,7 @@ class ReadFromKafka(beam.PTransform):
 
     def __init__(self, connection: KafkaConnection, topic: str, *, bounded: bool = False,
                  max_records: int | None = None,
-                 settings: ReadSettings = ReadSettings()) -> None:
+                 settings: ReadSettings = ReadSettings(), start: StartPosition | None = None) -> None:
         super().__init__()
         connection.require_group()
         if max_records is not None and (not bounded or max_records < 0):
@@ -464,6 +493,7 @@ class ReadFromKafka(beam.PTransform):
         self._bounded = bounded
         self._max_records = max_records
         self._settings = settings
+        self._start = start or StartPosition.from_reset(dict(connection.properties))
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         read_fn = (_ReadPartitionFn if self._bounded else _ReadUnboundedPartitionFn)(
@@ -472,5 +502,5 @@ class ReadFromKafka(beam.PTransform):
             pbegin
             | "Impulse" >> beam.Impulse()
             | "PlanPartitions" >> beam.ParDo(
-                _PlanPartitions(self._conn, self._topic, self._bounded, self._max_records))
+                _PlanPartitions(self._conn, self._topic, self._bounded, self._max_records, self._start))
             | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord | OffsetGap))

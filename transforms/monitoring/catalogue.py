@@ -52,6 +52,9 @@ _SPECS = (
     MetricSpec("skipped_offsets", COUNTER, INT64, "1",
                "Input offsets without a record (transaction markers, aborted or compacted records).",
                beam="kafka_read/skipped_offsets"),
+    MetricSpec("clamped_timestamps", COUNTER, INT64, "1",
+               "Records whose Kafka timestamp lay outside Beam's range and was clamped into it.",
+               beam="kafka_read/clamped_timestamps"),
     # Parsing
     MetricSpec("events_in", COUNTER, INT64, "1", "Kafka records handed to the parser.", beam="enrich/events_in"),
     MetricSpec("events_valid", COUNTER, INT64, "1", "Records that parsed into a valid payment event.",
