@@ -111,7 +111,8 @@ class EnrichPayments(beam.PTransform):
             writer = (beam.Map(encode)
                       | WriteToKafkaJava(self._conn, [o.output_topic, o.dlq_topic], java))
         else:
-            writer = WriteToKafka(self._conn, encode=encode)   # encodes in the writer: one step less
+            writer = WriteToKafka(self._conn, encode=encode,   # encodes in the writer: one step less
+                                  commit_every_s=None if self._streaming else o.commit_interval)
         acks = outcomes | "WriteKafka" >> writer
         return acks | "CommitOffsets" >> CommitOffsets(self._conn, after_checkpoint=self._streaming)
 

@@ -92,6 +92,10 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--drain_chunk", type=int, default=50_000,
                        help="Bounded mode: drain in runs of at most this many records, each committed before "
                             "the next starts; bounds memory and crash duplicates (0 = one run).")
+        g.add_argument("--commit_interval", type=float, default=5.0,
+                       help="Bounded mode: the writer also commits what it has delivered every this many seconds "
+                            "of work, so a crash repeats at most that much (0 = at the end of each run only). "
+                            "Streaming commits after each completed checkpoint instead.")
         g.add_argument("--contract", default=str(DEFAULT_CONTRACT), metavar="FILE",
                        help="The events' schema, the service and how they meet (YAML or JSON; README, \"Enrich your "
                             "own events\"); the default is the project's payment-scoring contract.")
@@ -198,6 +202,8 @@ def validate(opts: EnrichPaymentsOptions) -> None:
     throttle_settings(opts)
     if opts.probe_timeout is None or opts.probe_timeout < 0:
         raise ConfigError(f"--probe_timeout must be >= 0 (got {opts.probe_timeout})")
+    if opts.commit_interval is None or opts.commit_interval < 0:
+        raise ConfigError(f"--commit_interval must be >= 0 (got {opts.commit_interval})")
     if opts.drain_chunk is None or opts.drain_chunk < 0:
         raise ConfigError(f"--drain_chunk must be >= 0 (got {opts.drain_chunk})")
     if opts.max_records is not None and opts.max_records < 0:

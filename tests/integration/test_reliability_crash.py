@@ -1,9 +1,10 @@
 """Process and broker failures mid-drain: kill -9 of the job, restart of the broker.
 
 Delivery is at-least-once. The FnApiRunner runs a drain stage by stage (all
-records of a run are read, then scored, then written, then committed), so what
-a crash can leave written-but-uncommitted is at most one drain run:
-`--drain_chunk` offsets (the job commits each chunk before reading the next).
+records of a run are read, then scored and written, then committed), so the
+writer commits what it has delivered every `--commit_interval` seconds itself;
+what a crash can leave written-but-uncommitted is that much work, and never
+more than one drain run (`--drain_chunk` offsets).
 Output records carry the txn_id as Kafka key and as a field, so consumers
 de-duplicate on it.
 """
@@ -13,6 +14,7 @@ import time
 
 import pytest
 
+from testbed.kafka_admin import committed_offsets, end_offsets
 from testbed.produce import produce_events
 from tests.integration.reliability_support import (
     JobProcess,
@@ -85,3 +87,27 @@ def test_broker_restart_mid_drain_rides_it_out_or_fails_clearly_and_rerun_loses_
     assert set(counts) == set(produced.txn_ids)
     assert sum(counts.values()) - len(counts) <= CHUNK
     assert fully_committed(bootstrap, "g-restart", topics.inp)
+
+
+def test_a_long_drain_commits_while_it_runs_not_only_at_its_end(
+        bootstrap_servers, scoring_service_factory, tmp_path) -> None:
+    """One drain run of 8,000 events at ~1,000 events/s: the group's offsets move before the run
+    ends (the writer commits what it has delivered every --commit_interval seconds of work), so a
+    crash repeats that much work, not the whole run. Before: 0 at every sample, then all at the end."""
+    topics = make_topics(bootstrap_servers, "progress")
+    produce_events(bootstrap_servers, topics.inp, count=8_000, seed=12)
+    service = scoring_service_factory(rate=100)
+    args = job_args(bootstrap_servers, topics, service.url, "g-progress", "--batch_size=10", "--drain_chunk=0",
+                    "--commit_interval=2")
+    total = sum(end_offsets(bootstrap_servers, topics.inp).values())
+
+    job = JobProcess(args, tmp_path, "drain")
+    samples: list[int] = []
+    while job.proc.poll() is None:
+        samples.append(sum(v or 0 for v in committed_offsets(bootstrap_servers, "g-progress", topics.inp).values()))
+        time.sleep(0.5)
+    assert job.proc.returncode == 0, job.stderr_tail()
+    print(f"\ncommitted while running: {samples}")
+    assert any(0 < s < total for s in samples), samples
+    assert samples == sorted(samples)                       # forward only
+    assert fully_committed(bootstrap_servers, "g-progress", topics.inp)

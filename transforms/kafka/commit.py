@@ -105,6 +105,10 @@ class GroupOffsets:
                 "ReadFromKafka commits one at planning time - was a different group used?")
         return offset
 
+    def committed_offsets(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The group's offsets of `keys` (OFFSET_INVALID where it has none), in one round trip."""
+        return self._committed(keys)
+
     def _committed(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         client = self._client()
         tps = with_retries(lambda: client.committed([TopicPartition(t, p) for t, p in keys], timeout=_TIMEOUT_S))
@@ -146,6 +150,23 @@ class GroupOffsets:
                 + ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}: {tp.error}" for tp in failed))
         _LOG.debug("committed %s", _describe(tps))
 
+    def refresh(self, topic: str, partition: int, position: int) -> bool:
+        """Re-commits the partition's offset if it is `position` (the reader's, caught up: nothing
+        of it is in flight, so no commit ahead of it can race this one), which restarts the
+        broker's retention clock for it. Returns whether it did."""
+        key = (topic, partition)
+        with self._commit_lock:
+            if self._committed([key])[key] != position:
+                return False
+            client = self._client()
+            [result] = with_retries(lambda: client.commit(
+                offsets=[TopicPartition(topic, partition, position)], asynchronous=False))
+        if result.error is not None:
+            raise KafkaCommitError(f"refreshing the offset {topic}/{partition}@{position} of group "
+                                   f"{self._conn.group_id!r} failed: {result.error}")
+        _LOG.debug("refreshed %s/%d@%d", topic, partition, position)
+        return True
+
     def close(self) -> None:
         with self._lock:
             if self._consumer is not None:
@@ -154,6 +175,42 @@ class GroupOffsets:
 
 
 OffsetsFactory = Callable[[KafkaConnection], GroupOffsets]
+
+
+class DeliveredPrefix:
+    """Bounded runs: the writer's own commits, every few seconds of work.
+
+    A runner may hold the committer's stage until the writer's bundle ends, and
+    on the FnApiRunner that bundle is a whole drain run: nothing would be
+    committed until its end, and a crash would repeat every scoring call of the
+    run. The writer knows, right after a `flush()`, that everything it produced
+    is delivered; this commits the contiguous prefix of that from the group's
+    committed offset (re-read each time: other writers and the committer move
+    it too). Forward-only through `GroupOffsets.commit`. Never in streaming:
+    there commits wait for the checkpoint that holds the reader's position.
+    """
+
+    def __init__(self, conn: KafkaConnection, offsets_factory: OffsetsFactory = GroupOffsets) -> None:
+        self._offsets = offsets_factory(conn)
+        self._pending: dict[tuple[str, int], OffsetRangeSet] = {}
+
+    def delivered(self, sent: dict[tuple[str, int], OffsetRangeSet]) -> None:
+        """`sent`: source ranges whose outputs the broker has acknowledged."""
+        for key, ranges in sent.items():
+            pending = self._pending.setdefault(key, OffsetRangeSet())
+            for start, end in ranges.ranges:
+                pending.add(start, end)
+        current = self._offsets.committed_offsets(list(self._pending))
+        advanced = {}
+        for key, pending in self._pending.items():
+            base = current[key]
+            if base != OFFSET_INVALID and (end := pending.advance(base)) > base:
+                advanced[key] = end
+        if advanced:
+            self._offsets.commit(advanced)
+
+    def close(self) -> None:
+        self._offsets.close()
 
 
 class _CommitFn(beam.DoFn):

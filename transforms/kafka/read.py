@@ -38,6 +38,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from transforms.kafka.commit import GroupOffsets
 from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
 from transforms.kafka.records import KafkaRecord, OffsetGap, PartitionSpec, SourcePosition
 from transforms.kafka.start import StartPosition
@@ -95,6 +96,11 @@ class ReadSettings:
     # connections and pre-fetch queue). More partitions than this share them:
     # the least recently read one is re-assigned, which costs one fetch.
     max_open_consumers: int = 8
+    # Unbounded reads: how often a caught-up partition whose committed offset is where the reader
+    # is re-commits it. The group never joins (assign() only), so the broker drops an offset
+    # `offsets.retention.minutes` (7 days by default) after its last commit, and a partition idle
+    # that long would start again from its earliest offset.
+    offset_refresh_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if min(self.max_records_per_call, self.poll_batch, self.max_open_consumers) < 1:
@@ -254,6 +260,8 @@ class _ReadPartitionFn(beam.DoFn):
         # Most recently read partition last; at most settings.max_open_consumers.
         self._consumers: OrderedDict[tuple[str, int], _CachedConsumer] = OrderedDict()
         self._slack = Duration(settings.watermark_slack_s)
+        self._offsets: GroupOffsets | None = None              # made when an offset needs refreshing
+        self._refreshed: dict[tuple[str, int], float] = {}     # monotonic time of the last refresh
 
     def setup(self) -> None:
         self._consumers = OrderedDict()
@@ -262,6 +270,9 @@ class _ReadPartitionFn(beam.DoFn):
         for cached in self._consumers.values():
             cached.consumer.close()
         self._consumers = OrderedDict()
+        if self._offsets is not None:
+            self._offsets.close()
+            self._offsets = None
 
     def process(
         self,
@@ -412,9 +423,22 @@ class _ReadPartitionFn(beam.DoFn):
         """Caught up or nothing polled: advance the watermark and yield the worker."""
         if call.done:
             return
+        self._keep_offset_alive(call)
         self._advance_watermark(call, Timestamp.now() - self._slack)
         call.tracker.defer_remainder(Duration(self._settings.resume_delay_s))
         call.done = True
+
+    def _keep_offset_alive(self, call: _Call) -> None:
+        """Unbounded reads (`ReadSettings.offset_refresh_s`): re-commit an idle partition's offset."""
+        if call.spec.stop != UNBOUNDED_STOP:
+            return
+        key, now = (call.spec.topic, call.spec.partition), time.monotonic()
+        if now < self._refreshed.get(key, 0.0) + self._settings.offset_refresh_s:
+            return
+        if self._offsets is None:
+            self._offsets = GroupOffsets(self._conn)
+        self._refreshed[key] = now
+        self._offsets.refresh(call.spec.topic, call.spec.partition, call.position)
 
     @staticmethod
     def _advance_watermark(call: _Call, candidate: Timestamp) -> None:
