@@ -91,7 +91,8 @@ class EnrichPayments(beam.PTransform):
         if java is None:
             reader = ReadFromKafka(self._conn, o.input_topic, bounded=not self._streaming, max_records=o.max_records,
                                    settings=ReadSettings(max_open_consumers=o.max_open_consumers,
-                                                         max_records_per_call=o.max_records_per_read),
+                                                         max_records_per_call=o.max_records_per_read,
+                                                         partition_discovery_s=o.partition_discovery_interval),
                                    start=start_position(o))
         else:
             reader = ReadFromKafkaJava(self._conn, o.input_topic, java,

@@ -70,6 +70,9 @@ class EnrichPaymentsOptions(PipelineOptions):
                        help="Where a group without committed offsets starts: earliest, latest, or the first record "
                             "at or after a time (epoch ms or ISO-8601 with a zone). A group that has committed "
                             "resumes from its offsets. Default: the auto.offset.reset --kafka_property, else earliest.")
+        g.add_argument("--partition_discovery_interval", type=float, default=ReadSettings.partition_discovery_s,
+                       help="Streaming: seconds between listings of the input topic's partitions; a partition "
+                            "added while the job runs is read from its earliest offset (0 = list once at start).")
         g.add_argument("--max_open_consumers", type=int, default=8,
                        help="Kafka consumers each reader instance keeps open; more partitions share them "
                             "(each consumer has its own threads, connections and a 2 MiB pre-fetch).")
@@ -202,6 +205,8 @@ def validate(opts: EnrichPaymentsOptions) -> None:
     throttle_settings(opts)
     if opts.probe_timeout is None or opts.probe_timeout < 0:
         raise ConfigError(f"--probe_timeout must be >= 0 (got {opts.probe_timeout})")
+    if opts.partition_discovery_interval is None or opts.partition_discovery_interval < 0:
+        raise ConfigError(f"--partition_discovery_interval must be >= 0 (got {opts.partition_discovery_interval})")
     if opts.commit_interval is None or opts.commit_interval < 0:
         raise ConfigError(f"--commit_interval must be >= 0 (got {opts.commit_interval})")
     if opts.drain_chunk is None or opts.drain_chunk < 0:

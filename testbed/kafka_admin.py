@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic, OffsetSpec
 
 from transforms.kafka.connection import with_retries
 
@@ -94,6 +94,18 @@ def delete_topic(bootstrap: str, name: str, timeout: float = 30.0, wait: bool = 
     while wait and name in admin.list_topics(timeout=timeout).topics:
         if time.monotonic() > deadline:
             raise TimeoutError(f"topic {name} still listed {timeout} s after delete")
+        time.sleep(0.05)
+
+
+def add_partitions(bootstrap: str, topic: str, total: int, timeout: float = 30.0) -> None:
+    """Grow `topic` to `total` partitions; returns once the metadata lists them all."""
+    admin = admin_client(bootstrap)
+    admin.create_partitions([NewPartitions(topic, total)], operation_timeout=timeout,
+                            request_timeout=timeout)[topic].result()
+    deadline = time.monotonic() + timeout
+    while len(partition_ids(admin, topic, timeout)) < total:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic} still has fewer than {total} partitions after {timeout} s")
         time.sleep(0.05)
 
 

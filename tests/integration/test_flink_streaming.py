@@ -10,7 +10,7 @@ import pytest
 from apache_beam.runners.runner import PipelineState
 
 from pipelines.enrich_payments import launch
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka_admin import add_partitions, committed_offsets, consume_all, end_offsets
 from testbed.produce import produce_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
@@ -94,3 +94,26 @@ def test_stop_and_restart_mid_stream_loses_nothing(flink_job_server_jar, bootstr
     bound = 2 * MAX_IN_FLIGHT * BATCH_SIZE + 2 * (CHECKPOINT_MS / 1000) * 300
     print(f"duplicates after restart: {duplicates} (bound {bound:.0f})")
     assert duplicates <= bound
+
+
+def test_partitions_added_while_streaming_are_read_from_their_earliest_offset(
+        flink_job_server_jar, bootstrap_servers, topics, scoring_service) -> None:
+    """Before: planned once at start; a third partition's 300 events showed as lag and were never read."""
+    group = "g-flink-discover"
+    args = [*streaming_args(flink_job_server_jar, bootstrap_servers, topics, scoring_service.url, group),
+            "--partition_discovery_interval=3"]
+    result = launch(args)
+    try:
+        first = produce_events(bootstrap_servers, topics["in"], count=200, rate_per_s=200, seed=23)
+        wait_for_outputs(bootstrap_servers, topics, group, 200, timeout_s=300)
+        add_partitions(bootstrap_servers, topics["in"], 3)
+        later = produce_events(bootstrap_servers, topics["in"], count=600, rate_per_s=300, seed=24)
+        assert end_offsets(bootstrap_servers, topics["in"])[2] > 0, "no event landed on the new partition"
+        out_ids = wait_for_outputs(bootstrap_servers, topics, group, 800, timeout_s=120)
+        assert set(out_ids) == set(first.txn_ids) | set(later.txn_ids)
+        deadline = time.monotonic() + 60
+        while committed_offsets(bootstrap_servers, group, topics["in"]) != end_offsets(bootstrap_servers, topics["in"]):
+            assert time.monotonic() < deadline, "the new partition's offsets were not committed"
+            time.sleep(1)
+    finally:
+        result.cancel()

@@ -64,10 +64,12 @@ _TRANSACTIONS = metrics.counter("transactions")
 _DUPLICATES_DROPPED = metrics.counter("duplicates_dropped")
 _COMMITTED_OFFSET = metrics.gauge("committed_offset")
 
-# Groups this process was fenced out of: none of their partitions is taken back (two jobs would
-# fence each other in turn, each retry taking partitions from the other).
-_FENCED_GROUPS: set[str] = set()
-_FENCED_LOCK = threading.Lock()
+# The process's writer of each transactional id. A runner keeps several instances of the DoFn (one
+# per bundle processor) and may hand one input partition to each in turn; one producer per id for
+# the whole process, or the next instance's init_transactions fences the previous one's, whose
+# stale cursor then parks every later record of the partition in state for good.
+_WRITERS: dict[str, _Partition] = {}
+_WRITERS_LOCK = threading.Lock()
 
 
 # What a transaction may stay open beyond the longest wait of the batches it holds (their deadline).
@@ -121,6 +123,7 @@ class _Partition:
     opened_at: float = 0.0
     produced: int = 0
     failures: list[KafkaError] = field(default_factory=list)
+    owner: object = None          # the DoFn instance that opened the current transaction
 
 
 class _TransactionalWriteFn(beam.DoFn):
@@ -142,7 +145,8 @@ class _TransactionalWriteFn(beam.DoFn):
 
     def teardown(self) -> None:
         for p in self._partitions.values():
-            self._abort(p)
+            if p.owner is self:      # a shared writer another instance has a transaction open on stays as it is
+                self._abort(p)
         self._partitions = {}
         if self._consumer is not None:
             self._consumer.close()
@@ -189,12 +193,12 @@ class _TransactionalWriteFn(beam.DoFn):
         p = self._partitions.get(key)
         if p is not None:
             return p
-        group = self._conn.require_group()
-        txn_id = transactional_id(group, topic, partition)
-        with _FENCED_LOCK:
-            if group in _FENCED_GROUPS:
-                raise FencedError(f"this process was fenced by another writer of group {group!r} (a second job "
-                                  f"with the same group?); not taking {topic}/{partition} back")
+        txn_id = transactional_id(self._conn.require_group(), topic, partition)
+        with _WRITERS_LOCK:
+            shared = _WRITERS.get(txn_id)
+        if shared is not None:
+            p = self._partitions[key] = shared
+            return p
         producer = Producer({**producer_config(self._conn), "transactional.id": txn_id,
                              _TRANSACTION_TIMEOUT_KEY: self._timeout_ms})
         try:
@@ -209,6 +213,8 @@ class _TransactionalWriteFn(beam.DoFn):
             raise
         frontier = self._committed(topic, partition)
         p = self._partitions[key] = _Partition(topic, partition, txn_id, producer, frontier, frontier)
+        with _WRITERS_LOCK:
+            _WRITERS[txn_id] = p
         return p
 
     def _committed(self, topic: str, partition: int) -> int:
@@ -225,7 +231,7 @@ class _TransactionalWriteFn(beam.DoFn):
         only moves the offset the transaction commits."""
         if not p.in_txn:
             self._guard(p, p.producer.begin_transaction)
-            p.in_txn, p.opened_at, p.produced = True, time.monotonic(), 0
+            p.in_txn, p.opened_at, p.produced, p.owner = True, time.monotonic(), 0, self
         if isinstance(record, OffsetGap):
             p.cursor = record.source.offset + 1
             return
@@ -262,26 +268,30 @@ class _TransactionalWriteFn(beam.DoFn):
             self._fail(p, exc)
 
     def _fail(self, p: _Partition, exc: KafkaException) -> None:
-        """Aborts and forgets the partition's producer (the next bundle starts from Kafka's frontier)."""
+        """Aborts and forgets the partition's producer, in this instance and the process (the
+        next bundle starts a new one from Kafka's frontier); fails the bundle."""
         self._partitions.pop((p.topic, p.partition), None)
         self._waiting.pop((p.topic, p.partition), None)
+        with _WRITERS_LOCK:
+            if _WRITERS.get(p.txn_id) is p:
+                del _WRITERS[p.txn_id]
         if _fatal(exc):
-            with _FENCED_LOCK:
-                _FENCED_GROUPS.add(self._conn.require_group())
-            raise FencedError(f"{p.topic}/{p.partition}: fenced by another writer with transactional.id "
-                              f"{p.txn_id!r} (a second job with group {self._conn.group_id!r}?), or its "
-                              f"producer failed fatally: {exc}") from exc
+            raise FencedError(
+                f"{p.topic}/{p.partition}: transactional.id {p.txn_id!r} was taken over by another writer (a second "
+                f"job with group {self._conn.group_id!r}, or a restarted worker of this one), or its producer failed "
+                f"fatally; the open transaction is aborted and its input will be read again: {exc}") from exc
         self._abort(p)
         raise exc
 
     @staticmethod
     def _abort(p: _Partition) -> None:
+        """Aborts the open transaction; its records are gone, so the cursor goes back to the frontier."""
         if p.in_txn:
             try:
                 p.producer.abort_transaction(_TIMEOUT_S)
             except KafkaException as exc:
                 _LOG.warning("abort of %s failed (%s); the coordinator times it out", p.txn_id, exc)
-            p.in_txn = False
+            p.in_txn, p.cursor = False, p.frontier
 
 
 class WriteToKafkaExactlyOnce(beam.PTransform):

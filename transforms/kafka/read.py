@@ -20,12 +20,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import apache_beam as beam
+from apache_beam import coders
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.periodicsequence import PeriodicImpulse
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from confluent_kafka import (
@@ -101,6 +104,9 @@ class ReadSettings:
     # `offsets.retention.minutes` (7 days by default) after its last commit, and a partition idle
     # that long would start again from its earliest offset.
     offset_refresh_s: float = 3600.0
+    # Unbounded reads: how often the topic's partitions are listed again, so partitions added
+    # while the job runs are read too (Flink's KafkaSource: every 5 minutes). 0: planned once.
+    partition_discovery_s: float = 300.0
 
     def __post_init__(self) -> None:
         if min(self.max_records_per_call, self.poll_batch, self.max_open_consumers) < 1:
@@ -145,21 +151,24 @@ class _PlanPartitions(beam.DoFn):
         self._start = start or StartPosition.from_reset(dict(conn.properties))
 
     def process(self, _impulse: bytes) -> Iterator[PartitionSpec]:
+        yield from self.plan()
+
+    def plan(self, known: Collection[int] = ()) -> list[PartitionSpec]:
+        """Specs of the partitions not in `known` (their starts committed), in partition order."""
         consumer = Consumer(consumer_config(self._conn))
         try:
-            specs, to_commit = self._plan(consumer)
+            specs, to_commit = self._plan(consumer, known)
             if to_commit:
                 with_retries(lambda: consumer.commit(offsets=to_commit, asynchronous=False))
         finally:
             consumer.close()
         specs = plan_stops(specs, self._max_records) if self._bounded else specs
-        _LOG.info("kafka read plan for %s (group %s): %s", self._topic, self._conn.group_id,
-                  ", ".join(f"p{s.partition}=[{s.start},{s.stop})" for s in specs))
-        for spec in specs:
-            if spec.stop > spec.start:
-                yield spec
+        if specs or not known:
+            _LOG.info("kafka read plan for %s (group %s): %s", self._topic, self._conn.group_id,
+                      ", ".join(f"p{s.partition}=[{s.start},{s.stop})" for s in specs))
+        return [spec for spec in specs if spec.stop > spec.start]
 
-    def _plan(self, consumer: Consumer) -> tuple[list[PartitionSpec], list[TopicPartition]]:
+    def _plan(self, consumer: Consumer, known: Collection[int]) -> tuple[list[PartitionSpec], list[TopicPartition]]:
         metadata = consumer.list_topics(self._topic, timeout=_METADATA_TIMEOUT_S)
         topic_md = metadata.topics.get(self._topic)
         if topic_md is None or topic_md.error is not None or not topic_md.partitions:
@@ -167,7 +176,9 @@ class _PlanPartitions(beam.DoFn):
             raise KafkaReadError(
                 f"Kafka topic {self._topic!r} does not exist or is not readable on "
                 f"{self._conn.bootstrap_servers} ({reason})")
-        partitions = [TopicPartition(self._topic, p) for p in sorted(topic_md.partitions)]
+        partitions = [TopicPartition(self._topic, p) for p in sorted(topic_md.partitions) if p not in known]
+        if not partitions:
+            return [], []
         committed = with_retries(
             lambda: consumer.committed(partitions, timeout=_METADATA_TIMEOUT_S))
         specs, to_commit = [], []
@@ -201,6 +212,32 @@ class _PlanPartitions(beam.DoFn):
                 [TopicPartition(self._topic, partition, self._start.timestamp_ms)], timeout=_METADATA_TIMEOUT_S))
             return high if found.offset < 0 else max(low, found.offset)   # -1: nothing that late
         return low
+
+
+class _DiscoverPartitions(beam.DoFn):
+    """Unbounded reads: plans at each tick of a periodic impulse, emitting only partitions not
+    planned before (kept in state, so a restore from a checkpoint does not read one twice).
+
+    The first plan starts where `start` says; a partition added to the topic later starts at
+    its earliest offset whatever `start` says (as Flink's KafkaSource does), unless the group
+    has committed an offset for it.
+    """
+    KNOWN = ReadModifyWriteStateSpec("known", coders.IterableCoder(coders.VarIntCoder()))
+
+    def __init__(self, conn: KafkaConnection, topic: str, start: StartPosition) -> None:
+        self._first = _PlanPartitions(conn, topic, bounded=False, max_records=None, start=start)
+        self._later = _PlanPartitions(conn, topic, bounded=False, max_records=None, start=StartPosition("earliest"))
+
+    def process(self, _tick: tuple[str, Timestamp],
+                known_state=beam.DoFn.StateParam(KNOWN)) -> Iterator[PartitionSpec]:
+        known = known_state.read()
+        specs = self._first.plan() if known is None else self._later.plan(set(known))
+        if known is not None and specs:
+            _LOG.warning("discovered partition(s) %s of %s: reading them from %s",
+                         ", ".join(str(s.partition) for s in specs), specs[0].topic,
+                         ", ".join(f"p{s.partition}@{s.start}" for s in specs))
+        known_state.write(sorted({*(known or ()), *(s.partition for s in specs)}))
+        yield from specs
 
 
 class _PartitionRestrictions(RestrictionProvider):
@@ -522,9 +559,15 @@ class ReadFromKafka(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         read_fn = (_ReadPartitionFn if self._bounded else _ReadUnboundedPartitionFn)(
             self._conn, self._settings)
-        return (
-            pbegin
-            | "Impulse" >> beam.Impulse()
-            | "PlanPartitions" >> beam.ParDo(
-                _PlanPartitions(self._conn, self._topic, self._bounded, self._max_records, self._start))
-            | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord | OffsetGap))
+        every = self._settings.partition_discovery_s
+        if self._bounded or not every:
+            specs = (pbegin
+                     | "Impulse" >> beam.Impulse()
+                     | "PlanPartitions" >> beam.ParDo(
+                         _PlanPartitions(self._conn, self._topic, self._bounded, self._max_records, self._start)))
+        else:
+            specs = (pbegin
+                     | "DiscoveryTicks" >> PeriodicImpulse(start_timestamp=Timestamp.now(), fire_interval=every)
+                     | "KeyByTopic" >> beam.Map(lambda tick, topic: (topic, tick), self._topic)
+                     | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self._conn, self._topic, self._start)))
+        return specs | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord | OffsetGap)
