@@ -112,3 +112,10 @@ def test_an_unresolvable_secret_is_one_clear_line(value: str, message: str) -> N
     with pytest.raises(ValueError, match=message) as caught:
         consumer_config(KafkaConnection("b:9093", group_id="g", security={"sasl.password": value}))
     assert "\n" not in str(caught.value)
+
+
+def test_the_readers_consumer_resets_to_the_earliest_offset_whatever_the_start_position() -> None:
+    """auto.offset.reset=latest picks where a new group starts (StartPosition); a reader whose position
+    fell out of retention must still go to the earliest offset, not skip to the end."""
+    conn = KafkaConnection("b:9092", group_id="g", properties={"auto.offset.reset": "latest"})
+    assert consumer_config(conn)["auto.offset.reset"] == "earliest"

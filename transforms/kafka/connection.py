@@ -196,6 +196,9 @@ def consumer_config(conn: KafkaConnection) -> dict[str, object]:
         "fetch.wait.max.ms": conn.fetch_wait_max_ms,
     })
     config.update(_resolved_all(conn.properties))
+    # The user's auto.offset.reset chooses where a new group starts (`start.StartPosition`); a
+    # position that fell out of retention must still move to the earliest offset, never skip to the end.
+    config["auto.offset.reset"] = "earliest"
     return config
 
 

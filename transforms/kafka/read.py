@@ -132,6 +132,13 @@ def plan_stops(specs: Sequence[PartitionSpec], max_records: int | None) -> list[
     return capped
 
 
+def _moved_back(spec: PartitionSpec, position: int, offset: int) -> KafkaReadError:
+    return KafkaReadError(
+        f"{spec.topic}/{spec.partition}: the partition's offsets went back from {position} to {offset}: the topic "
+        "was deleted and recreated, or truncated; stopping (the group's offsets belong to the old log: reset them "
+        "or use a new group)")
+
+
 class _PlanPartitions(beam.DoFn):
     """Runs on the worker at pipeline start: one `PartitionSpec` per partition.
 
@@ -187,6 +194,11 @@ class _PlanPartitions(beam.DoFn):
             low, high = with_retries(lambda p=partition: consumer.get_watermark_offsets(p, timeout=_METADATA_TIMEOUT_S))
             if tp.offset == OFFSET_INVALID:
                 start = self._first_offset(consumer, tp.partition, low, high)
+            elif tp.offset > high:
+                raise KafkaReadError(
+                    f"{self._topic}/{tp.partition}: the group's committed offset {tp.offset} is past the partition's "
+                    f"end {high}: the topic was deleted and recreated, or truncated; reset the group's offsets "
+                    f"(kafka-consumer-groups --reset-offsets) or use a new group")
             else:
                 start = tp.offset if low <= tp.offset <= high else low
                 if start != tp.offset:
@@ -405,6 +417,8 @@ class _ReadPartitionFn(beam.DoFn):
                 self._check_error(call.spec, err)
                 continue
             offset = msg.offset()
+            if offset < call.position:
+                raise _moved_back(call.spec, call.position, offset)
             if not call.tracker.try_claim(offset):
                 # Past the (possibly just split) restriction stop: no record lies below it.
                 self._skip_to(call, offset)
@@ -423,6 +437,8 @@ class _ReadPartitionFn(beam.DoFn):
         """Caught up: no record lies between the position and `eof_offset` (the end for this
         consumer: the last stable offset under read_committed)."""
         stop = call.tracker.current_restriction().stop
+        if eof_offset < call.position:
+            raise _moved_back(call.spec, call.position, eof_offset)
         if eof_offset >= stop:
             # Nothing left to read; the claim that fails marks the restriction done.
             self._skip_to(call, stop)
