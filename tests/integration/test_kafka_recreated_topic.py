@@ -7,9 +7,9 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+from confluent_kafka import Consumer, TopicPartition
 
 from testbed.kafka_admin import committed_offsets, create_topic, delete_topic
 from tests.integration.test_kafka_io import drain, produce
