@@ -88,3 +88,29 @@ def test_a_writer_fenced_by_another_job_says_so_and_only_for_its_partition(boots
     finally:
         ours.teardown()
     assert committed_offsets(bootstrap_servers, conn.group_id, source) == {0: 20}
+
+
+def test_a_record_covering_from_below_the_committed_frontier_is_written(bootstrap_servers: str) -> None:
+    """After a restore from an older checkpoint the reader resumes below a gap the frontier already
+    covers (a commit marker at offset 9): its next record, offset 10, covers from 9. Before: it
+    waited in state for offset 9 for ever, and so did every later record of the partition."""
+    source, sink = f"eo-in-{uuid.uuid4().hex[:8]}", f"eo-out-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap_servers, source, 1)
+    create_topic(bootstrap_servers, sink, 1)
+    conn = KafkaConnection(bootstrap_servers, group_id=f"g-{uuid.uuid4().hex[:8]}")
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": conn.group_id})
+    consumer.commit(offsets=[TopicPartition(source, 0, 10)], asynchronous=False)
+    consumer.close()
+    fn, state = _TransactionalWriteFn(conn, 10.0, 120_000), _Bag()
+    fn.setup()
+    try:
+        fn.start_bundle()
+        for offset, covers_from in ((10, 9), (11, 11), (12, 12)):
+            record = OutboundRecord(sink, None, b"%d" % offset, SourcePosition(source, 0, offset, covers_from))
+            list(fn.process((f"{source}/0", record), waiting_state=state))
+        list(fn.finish_bundle())
+    finally:
+        fn.teardown()
+    assert sorted(int(r.value) for r in consume_all(bootstrap_servers, sink)) == [10, 11, 12]
+    assert committed_offsets(bootstrap_servers, conn.group_id, source) == {0: 13}
+    assert state.items == []

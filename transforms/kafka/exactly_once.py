@@ -162,16 +162,19 @@ class _TransactionalWriteFn(beam.DoFn):
         p = self._partition(*key)
         waiting = self._waiting.get(key)
         if waiting is None:
-            waiting = self._waiting[key] = {r.source.covers_from: r for r in waiting_state.read()
+            waiting = self._waiting[key] = {max(r.source.covers_from, p.cursor): r for r in waiting_state.read()
                                            if r.source.offset >= p.cursor}
         if record.source.offset < p.cursor:
             _DUPLICATES_DROPPED.inc()     # in a committed transaction already, or in the open one
             return
         stored = bool(waiting)            # state holds exactly `waiting` (kept in step below)
-        waiting[record.source.covers_from] = record
+        # A record may cover from below the cursor: after a restore from an older checkpoint the reader
+        # resumes below a gap (a commit marker) that a committed transaction already moved over.
+        start = max(record.source.covers_from, p.cursor)
+        waiting[start] = record
         while p.cursor in waiting:
             self._produce(p, waiting.pop(p.cursor))
-        if record.source.covers_from in waiting:     # it waits for a gap below it
+        if start in waiting:                         # it waits for a gap below it
             waiting_state.add(record)
         elif stored:                                 # it closed a gap: rewrite what still waits
             waiting_state.clear()
