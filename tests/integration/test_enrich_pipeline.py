@@ -114,7 +114,7 @@ def test_help_lists_every_option_with_its_default() -> None:
     (["--max_in_flight=4"], "--max_in_flight (4) must be >= --num_shards (8)"),
     (["--batch_deadline=0"], "--batch_deadline must be > 0"),
     (["--contract=/no/such/contract.yaml"], "cannot read contract /no/such/contract.yaml"),
-    (["--no_such_flag=1"], "unknown option(s): --no_such_flag=1"),
+    (["--no_such_flag=1"], "unknown option(s): --no_such_flag (see --help)"),
     (["--bootstrap_servers=127.0.0.1:1"], "not reachable within 10 s"),
 ])
 def test_bad_configuration_fails_fast_with_one_line(args, message) -> None:

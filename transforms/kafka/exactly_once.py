@@ -64,10 +64,12 @@ _TRANSACTIONS = metrics.counter("transactions")
 _DUPLICATES_DROPPED = metrics.counter("duplicates_dropped")
 _COMMITTED_OFFSET = metrics.gauge("committed_offset")
 
-# The process's writer of each transactional id. A runner keeps several instances of the DoFn (one
-# per bundle processor) and may hand one input partition to each in turn; one producer per id for
-# the whole process, or the next instance's init_transactions fences the previous one's, whose
-# stale cursor then parks every later record of the partition in state for good.
+# The process's writer of each transactional id, while some instance of the DoFn uses it. A runner
+# keeps several instances (one per bundle processor) and may hand one input partition to each in
+# turn: one producer per id, or the next instance's init_transactions fences the previous one's,
+# whose stale cursor then parks every later record of the partition in state for good. The last
+# instance to let go of it (teardown) closes it: a producer kept past its users' lifetime hung in
+# send_offsets_to_transaction after a broker restart (librdkafka 2.x).
 _WRITERS: dict[str, _Partition] = {}
 _WRITERS_LOCK = threading.Lock()
 
@@ -124,6 +126,7 @@ class _Partition:
     produced: int = 0
     failures: list[KafkaError] = field(default_factory=list)
     owner: object = None          # the DoFn instance that opened the current transaction
+    users: set[int] = field(default_factory=set)   # ids of the DoFn instances that hold it
 
 
 class _TransactionalWriteFn(beam.DoFn):
@@ -147,6 +150,14 @@ class _TransactionalWriteFn(beam.DoFn):
         for p in self._partitions.values():
             if p.owner is self:      # a shared writer another instance has a transaction open on stays as it is
                 self._abort(p)
+            with _WRITERS_LOCK:
+                p.users.discard(id(self))
+                last = not p.users
+                if last and _WRITERS.get(p.txn_id) is p:
+                    del _WRITERS[p.txn_id]
+            if last:
+                self._abort(p)
+                p.producer.flush(0)
         self._partitions = {}
         if self._consumer is not None:
             self._consumer.close()
@@ -199,6 +210,8 @@ class _TransactionalWriteFn(beam.DoFn):
         txn_id = transactional_id(self._conn.require_group(), topic, partition)
         with _WRITERS_LOCK:
             shared = _WRITERS.get(txn_id)
+            if shared is not None:
+                shared.users.add(id(self))
         if shared is not None:
             p = self._partitions[key] = shared
             return p
@@ -215,7 +228,8 @@ class _TransactionalWriteFn(beam.DoFn):
                     "or raise that broker setting") from exc
             raise
         frontier = self._committed(topic, partition)
-        p = self._partitions[key] = _Partition(topic, partition, txn_id, producer, frontier, frontier)
+        p = self._partitions[key] = _Partition(topic, partition, txn_id, producer, frontier, frontier,
+                                               users={id(self)})
         with _WRITERS_LOCK:
             _WRITERS[txn_id] = p
         return p
@@ -280,7 +294,7 @@ class _TransactionalWriteFn(beam.DoFn):
                 del _WRITERS[p.txn_id]
         if _fatal(exc):
             raise FencedError(
-                f"{p.topic}/{p.partition}: transactional.id {p.txn_id!r} was taken over by another writer (a second "
+                f"{p.topic}/{p.partition}: fenced: transactional.id {p.txn_id!r} was taken over by another writer (a second "
                 f"job with group {self._conn.group_id!r}, or a restarted worker of this one), or its producer failed "
                 f"fatally; the open transaction is aborted and its input will be read again: {exc}") from exc
         self._abort(p)
