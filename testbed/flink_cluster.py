@@ -1,4 +1,4 @@
-"""A local Flink 1.19 session cluster (JobManager + one TaskManager) on localhost.
+"""A local Flink 1.19 session cluster (a JobManager and one or more TaskManagers) on localhost.
 
 No tarball download: `apache-flink` + `apache-flink-libraries` from PyPI hold a full
 Flink distribution (pyflink/bin, lib, conf). They are installed with --no-deps into
@@ -95,16 +95,17 @@ def _java_opts(home: Path) -> str:
     return match.group(1).strip()
 
 
-def write_config(home: Path, rest_port: int, run_dir: Path = RUN_DIR) -> Path:
+def write_config(home: Path, rest_port: int, run_dir: Path = RUN_DIR, taskmanagers: int = 1,
+                 overrides: dict[str, str | int] | None = None) -> Path:
     """Write this cluster's conf dir (flattened config.yaml + the distribution's log4j files)."""
     conf = run_dir / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties"):
         shutil.copyfile(home / "conf" / name, conf / name)
     (conf / "masters").write_text(f"localhost:{rest_port}\n")
-    (conf / "workers").write_text("localhost\n")
+    (conf / "workers").write_text("localhost\n" * taskmanagers)
     settings = {**CLUSTER_CONFIG, "rest.port": rest_port, "env.java.opts.all": _java_opts(home),
-                "io.tmp.dirs": str(run_dir / "tmp")}
+                "io.tmp.dirs": str(run_dir / "tmp"), **(overrides or {})}
     (run_dir / "tmp").mkdir(exist_ok=True)
     (conf / "config.yaml").write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
     return conf
@@ -126,30 +127,54 @@ def overview(rest_port: int = DEFAULT_REST_PORT) -> dict[str, object] | None:
         return None
 
 
-def _start(rest_port: int, run_dir: Path) -> None:
+def _start(rest_port: int, run_dir: Path, taskmanagers: int, overrides: dict[str, str | int] | None) -> None:
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise ClusterError("java not found: install a JDK 11 or 17 (e.g. apt-get install openjdk-17-jdk-headless)")
     home = install()
-    write_config(home, rest_port, run_dir)
+    write_config(home, rest_port, run_dir, taskmanagers, overrides)
     proc = subprocess.run([str(home / "bin" / "start-cluster.sh")], env=_env(home, run_dir),
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ClusterError(f"start-cluster.sh exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
 
 
-def up(rest_port: int = DEFAULT_REST_PORT, run_dir: Path = RUN_DIR) -> dict[str, object]:
+def up(rest_port: int = DEFAULT_REST_PORT, run_dir: Path = RUN_DIR, taskmanagers: int = 1,
+       overrides: dict[str, str | int] | None = None) -> dict[str, object]:
     """Start the cluster (unless one answers already) and return its overview once
-    >= 1 TaskManager has registered."""
+    `taskmanagers` TaskManagers have registered."""
     if overview(rest_port) is None:
-        _start(rest_port, run_dir)
+        _start(rest_port, run_dir, taskmanagers, overrides)
+    return wait_for_taskmanagers(rest_port, taskmanagers, run_dir)
+
+
+def wait_for_taskmanagers(rest_port: int, count: int, run_dir: Path = RUN_DIR) -> dict[str, object]:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         current = overview(rest_port)
-        if current and int(current.get("taskmanagers", 0)) >= 1:
+        if current and int(current.get("taskmanagers", 0)) >= count:
             return current
         time.sleep(0.5)
-    raise ClusterError(f"no TaskManager registered on localhost:{rest_port} after {READY_TIMEOUT_S:.0f} s "
-                       f"(logs: {run_dir / 'log'})")
+    raise ClusterError(f"fewer than {count} TaskManager(s) registered on localhost:{rest_port} after "
+                       f"{READY_TIMEOUT_S:.0f} s (logs: {run_dir / 'log'})")
+
+
+def taskmanager_pids(run_dir: Path = RUN_DIR) -> list[int]:
+    """Pids of the TaskManagers the scripts started (their pid file), live ones only."""
+    pids = []
+    for pid_file in (run_dir / "pid").glob("*taskexecutor.pid"):
+        for line in pid_file.read_text().split():
+            if line.isdigit() and Path(f"/proc/{line}").exists():
+                pids.append(int(line))
+    return pids
+
+
+def start_taskmanager(run_dir: Path = RUN_DIR) -> None:
+    """One more TaskManager for the running cluster (what Kubernetes does for a lost pod)."""
+    home = flink_home()
+    proc = subprocess.run([str(home / "bin" / "taskmanager.sh"), "start"], env=_env(home, run_dir),
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ClusterError(f"taskmanager.sh start exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
 
 
 def down(rest_port: int = DEFAULT_REST_PORT, run_dir: Path = RUN_DIR) -> None:
