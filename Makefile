@@ -28,7 +28,7 @@ lint: venv ## ruff (ruff.toml) over the tree, mypy (mypy.ini) over the pure cont
 test-unit: venv ## Unit tests only (no broker, no service; includes the Beam glue on the FnApiRunner)
 	$(PY) -m pytest tests/unit -q
 
-test: lint kafka-jars nginx $(VENV)/.bench-installed test-beam-latest ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
+test: lint kafka-jars nginx flink-dist $(VENV)/.bench-installed test-beam-latest ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
 	$(PY) -m pytest tests -q
 
 # ---- The public transform on the newest Beam ----------------------------------
@@ -112,7 +112,7 @@ SCORING_URL ?= http://127.0.0.1:$(SCORING_PORT)/score
 CHECKPOINT_MS ?= 5000
 RUN_ARGS ?=
 
-.PHONY: flink-jar kafka-expansion-jar prism flink-up flink-down run-flink
+.PHONY: flink-jar kafka-expansion-jar prism flink-dist flink-up flink-down run-flink
 
 flink-jar: venv ## Build the Beam Flink 1.19 job-server jar into .cache/flink once (needs java and mvn)
 	$(PY) -m testbed.flink_jobserver build
@@ -125,6 +125,9 @@ prism: venv ## Build the Prism runner binary into .cache/prism once (needs go)
 
 nginx: venv ## Unpack Debian's nginx into .cache/nginx once (a rate limiter we did not write, for tests and the benchmark)
 	$(PY) -m testbed.nginx_limiter build
+
+flink-dist: venv ## Install the Flink 1.19 distribution (PyPI's apache-flink) into .flink-venv once: the session cluster of flink-up and the failover tests
+	$(PY) -c "from testbed import flink_cluster; flink_cluster.install()"
 
 flink-up: venv flink-jar ## Start a local Flink 1.19 session cluster on localhost:FLINK_REST_PORT (default 8081)
 	$(PY) -m testbed.flink_cluster up --rest-port $(FLINK_REST_PORT)
