@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -156,6 +157,33 @@ def wait_for_taskmanagers(rest_port: int, count: int, run_dir: Path = RUN_DIR) -
         time.sleep(0.5)
     raise ClusterError(f"fewer than {count} TaskManager(s) registered on localhost:{rest_port} after "
                        f"{READY_TIMEOUT_S:.0f} s (logs: {run_dir / 'log'})")
+
+
+def rest(rest_port: int, path: str) -> dict:
+    """GET `/v1<path>` of the cluster's REST API as JSON."""
+    with urllib.request.urlopen(f"http://localhost:{rest_port}/v1{path}", timeout=10) as resp:
+        return json.load(resp)
+
+
+def running_job(rest_port: int, timeout_s: float = 120.0) -> str:
+    """The id of the (first) RUNNING job, waiting for one."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        jobs = [j["jid"] for j in rest(rest_port, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+        if jobs:
+            return jobs[0]
+        time.sleep(0.5)
+    raise ClusterError(f"no running job on localhost:{rest_port} after {timeout_s:.0f} s")
+
+
+def kill_taskmanager(run_dir: Path = RUN_DIR) -> int:
+    """SIGKILL one TaskManager and start a replacement (what Kubernetes does for a lost pod)."""
+    pids = taskmanager_pids(run_dir)
+    if not pids:
+        raise ClusterError("no TaskManager to kill")
+    os.kill(pids[0], signal.SIGKILL)
+    start_taskmanager(run_dir)
+    return pids[0]
 
 
 def taskmanager_pids(run_dir: Path = RUN_DIR) -> list[int]:

@@ -11,6 +11,7 @@ on the pool's PATH, or its workers would start a Python without the project.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,9 +48,41 @@ class WorkerPool:
     def stop(self) -> None:
         terminate(self._proc)
 
+    def worker_pids(self) -> list[int]:
+        """The SDK worker processes the pool has started (its live children)."""
+        assert self._proc is not None, "the pool is not started"
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == self._proc.pid:
+                found.append(int(stat.parent.name))
+        return sorted(found)
+
+    def kill_worker(self) -> int:
+        """SIGKILL the busiest SDK worker process (a crashed worker); returns its pid. A runner may
+        start more workers than it uses, and killing an idle one fails nothing."""
+        pids = self.worker_pids()
+        if not pids:
+            raise RuntimeError("the worker pool runs no SDK worker")
+        busiest = max(pids, key=_cpu_ticks)
+        os.kill(busiest, signal.SIGKILL)
+        return busiest
+
     def __enter__(self) -> WorkerPool:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process so far (clock ticks), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])

@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,17 +51,7 @@ class Session:
         self.rest_port, self.run_dir = rest_port, run_dir
 
     def rest(self, path: str) -> dict:
-        with urllib.request.urlopen(f"http://localhost:{self.rest_port}/v1{path}", timeout=10) as resp:
-            return json.load(resp)
-
-    def running_job(self) -> str:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            jobs = [j["jid"] for j in self.rest("/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
-            if jobs:
-                return jobs[0]
-            time.sleep(0.5)
-        raise AssertionError("no running job on the session cluster")
+        return flink_cluster.rest(self.rest_port, path)
 
     def completed_checkpoints(self, job: str) -> int:
         return int(self.rest(f"/jobs/{job}/checkpoints")["counts"]["completed"])
@@ -81,32 +70,6 @@ def session(tmp_path: Path) -> Iterator[Session]:
         flink_cluster.down(port, run_dir)
         for pid in flink_cluster.taskmanager_pids(run_dir):   # replacements the scripts also track
             os.kill(pid, signal.SIGKILL)
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def kill_one_sdk_worker(pool: WorkerPool) -> None:
-    assert pool._proc is not None
-    workers = children(pool._proc.pid)
-    assert workers, "the worker pool runs no SDK worker"
-    os.kill(workers[0], signal.SIGKILL)
-
-
-def kill_one_taskmanager(session: Session) -> None:
-    pids = flink_cluster.taskmanager_pids(session.run_dir)
-    assert len(pids) == 2, pids
-    os.kill(pids[0], signal.SIGKILL)
-    flink_cluster.start_taskmanager(session.run_dir)
 
 
 def job_args(session: Session, jar: Path, pool: WorkerPool, bootstrap: str, topics: dict[str, str], url: str,
@@ -128,7 +91,7 @@ def run_with_failure(session: Session, args: list[str], bootstrap: str, topics: 
     """Streams EVENTS at RATE, kills one part after 8 s, waits until every event is out and committed."""
     result = launch(args)
     try:
-        job = session.running_job()
+        job = flink_cluster.running_job(session.rest_port)
         produced: list = []
         producer = threading.Thread(target=lambda: produced.append(
             produce_events(bootstrap, topics["in"], count=EVENTS, rate_per_s=RATE, seed=31)))
@@ -171,7 +134,7 @@ def test_failover_at_least_once_loses_nothing(part: str, session: Session, flink
     topics = {"in": kafka_topic(4, "fo-in"), "out": kafka_topic(2, "fo-out"), "dlq": kafka_topic(1, "fo-dlq")}
     group = f"g-failover-{part}"
     with WorkerPool(tmp_path / "pool.log") as pool:
-        fail = (lambda: kill_one_sdk_worker(pool)) if part == "sdk_worker" else (lambda: kill_one_taskmanager(session))
+        fail = pool.kill_worker if part == "sdk_worker" else (lambda: flink_cluster.kill_taskmanager(session.run_dir))
         args = job_args(session, flink_job_server_jar, pool, bootstrap_servers, topics, scoring_service.url, group)
         out, wanted, flink = run_with_failure(session, args, bootstrap_servers, topics, group, fail)
     duplicates = sum(out.values()) - len(out)
@@ -190,7 +153,7 @@ def test_failover_exactly_once_duplicates_nothing(session: Session, flink_job_se
         args = job_args(session, flink_job_server_jar, pool, bootstrap_servers, topics, scoring_service.url, group,
                         "--delivery=exactly_once")
         out, wanted, flink = run_with_failure(session, args, bootstrap_servers, topics, group,
-                                              lambda: kill_one_sdk_worker(pool))
+                                              pool.kill_worker)
     assert set(out) == wanted
     assert max(out.values()) == 1, [k for k, n in out.items() if n > 1][:5]
     assert_restored(flink)
