@@ -161,8 +161,28 @@ def wait_for_taskmanagers(rest_port: int, count: int, run_dir: Path = RUN_DIR) -
 
 def rest(rest_port: int, path: str) -> dict:
     """GET `/v1<path>` of the cluster's REST API as JSON."""
+    return json.loads(rest_text(rest_port, path))
+
+
+def rest_text(rest_port: int, path: str) -> str:
+    """GET `/v1<path>` as text (e.g. `/jobmanager/logs/<file>`)."""
     with urllib.request.urlopen(f"http://localhost:{rest_port}/v1{path}", timeout=10) as resp:
-        return json.load(resp)
+        return resp.read().decode("utf-8", "replace")
+
+
+def jobmanager_log(rest_port: int) -> str:
+    """The JobManager's log files, through REST."""
+    names = [f["name"] for f in rest(rest_port, "/jobmanager/logs")["logs"] if f["name"].endswith(".log")]
+    return "".join(rest_text(rest_port, f"/jobmanager/logs/{name}") for name in names)
+
+
+def failover_history(rest_port: int, job: str) -> dict[str, object]:
+    """How often `job` restarted and which checkpoints it was restored from, from the JobManager's
+    log (through REST): the checkpoint statistics' `restored` count, the exception history and the
+    `numRestarts` metric all read 0 after restores the log shows."""
+    log = jobmanager_log(rest_port)
+    return {"restarts": len(re.findall(rf"\({job}\) switched from state RUNNING to RESTARTING", log)),
+            "restored": [int(m) for m in re.findall(rf"Restoring job {job} from Checkpoint (\d+)", log)]}
 
 
 def running_job(rest_port: int, timeout_s: float = 120.0) -> str:
@@ -217,6 +237,20 @@ def down(rest_port: int = DEFAULT_REST_PORT, run_dir: Path = RUN_DIR) -> None:
         if time.monotonic() > deadline:
             raise ClusterError(f"Flink still answers on localhost:{rest_port} {STOP_TIMEOUT_S:.0f} s after stop-cluster.sh")
         time.sleep(0.5)
+    _kill_leftovers(run_dir)
+
+
+def _kill_leftovers(run_dir: Path) -> None:
+    """SIGKILL any process of this cluster still alive (a TaskManager started as a replacement, or
+    one slow to stop, would otherwise retry its dead JobManager for good): its command line names
+    the cluster's log dir."""
+    marker = str(run_dir / "log")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().decode(errors="replace"):
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
 
 
 def main(argv: list[str] | None = None) -> int:

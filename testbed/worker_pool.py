@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -61,13 +62,15 @@ class WorkerPool:
                 found.append(int(stat.parent.name))
         return sorted(found)
 
-    def kill_worker(self) -> int:
-        """SIGKILL the busiest SDK worker process (a crashed worker); returns its pid. A runner may
-        start more workers than it uses, and killing an idle one fails nothing."""
-        pids = self.worker_pids()
-        if not pids:
+    def kill_worker(self, window_s: float = 2.0) -> int:
+        """SIGKILL the SDK worker process busiest over the last `window_s` (a crashed worker);
+        returns its pid. A runner may start more workers than it uses, and killing an idle one
+        fails nothing."""
+        before = {pid: _cpu_ticks(pid) for pid in self.worker_pids()}
+        if not before:
             raise RuntimeError("the worker pool runs no SDK worker")
-        busiest = max(pids, key=_cpu_ticks)
+        time.sleep(window_s)
+        busiest = max(before, key=lambda pid: _cpu_ticks(pid) - before[pid])
         os.kill(busiest, signal.SIGKILL)
         return busiest
 

@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             caught_up_s = round(time.monotonic() - started - duration_s, 1)
             outputs = Counter(json.loads(m.value)["txn_id"] for m in consume_all(bootstrap, topics["out"], timeout=300))
             checkpoints = flink_cluster.rest(port, f"/jobs/{job}/checkpoints")["counts"]
+            history = flink_cluster.failover_history(port, job)
         finally:
             result.cancel()
             flink_cluster.down(port, run_dir)
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         round(SERVICE_REQUESTS_PER_S, 1), "produced": len(wanted), "lost": len(wanted - set(outputs)),
         "duplicates": sum(outputs.values()) - len(outputs), "failovers": failovers,
         "completed_checkpoints": checkpoints.get("completed"),
-        "restored_checkpoints": checkpoints.get("restored"), "caught_up_after_input_s": caught_up_s,
+        "restarts": history["restarts"], "restored_from_checkpoints": history["restored"],
+        "caught_up_after_input_s": caught_up_s,
         "max_lag": max(s["lag"] for s in samples), "median_lag": statistics.median(s["lag"] for s in samples),
         "rss_at_5_min_mb": warm["rss_workers_mb"] + warm["rss_taskmanagers_mb"],
         "rss_max_after_5_min_mb": max(rss) if rss else None,
