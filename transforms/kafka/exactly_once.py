@@ -155,9 +155,8 @@ class _TransactionalWriteFn(beam.DoFn):
                 last = not p.users
                 if last and _WRITERS.get(p.txn_id) is p:
                     del _WRITERS[p.txn_id]
-            if last:
-                self._abort(p)
-                p.producer.flush(0)
+            if last and p.owner is not self:
+                self._abort(p)   # never raises: teardown must not replace the bundle's own error
         self._partitions = {}
         if self._consumer is not None:
             self._consumer.close()
