@@ -7,7 +7,7 @@ from typing import Any
 from testbed.bench import metrics as m
 from testbed.bench.scenarios import INTAKE_EPS, OURS_MAX_IN_FLIGHT, S4_MAX_IN_FLIGHT
 
-# Targets for ours (README, "Benchmark").
+# Targets for ours (docs/bench/history.md, "Benchmark").
 S1_GOODPUT_SHARE = 0.97
 S1_MAX_429_SHARE = 0.01
 S1_MAX_AMPLIFICATION = 1.02

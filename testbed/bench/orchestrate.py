@@ -1,6 +1,6 @@
 """`python -m testbed.bench [--quick]`: run the scenarios, then write JSON, plots and the report.
 
-Design (see README, "Benchmark"): the drain mode reads up to the end offsets
+Design (see docs/bench/history.md, "Benchmark"): the drain mode reads up to the end offsets
 seen at its start, and the FnApiRunner has no streaming mode. So each run
 pre-fills the input topic with a backlog larger than any client can score in
 the window, starts the client (one pipeline process running drains in a loop),

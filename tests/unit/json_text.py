@@ -8,7 +8,7 @@ event-shaped strategies take the good event they start from (`GOOD`, a payment
 event, unless told), so they serve any contract's schema.
 
 How many examples each fuzz test runs: `FUZZ_EXAMPLES` (default 300, what
-`make test` runs; the README gives the long campaign's command and findings).
+`make test` runs; docs/guarantees.md gives the long campaign's command and findings).
 """
 from __future__ import annotations
 
