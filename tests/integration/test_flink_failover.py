@@ -153,18 +153,25 @@ def assert_restored(flink: dict) -> None:
 AT_LEAST_ONCE_BOUND = 2 * (2 * MAX_IN_FLIGHT * BATCH_SIZE) + 2 * (CHECKPOINT_MS / 1000) * RATE
 
 
+def failover(session: Session, jar: Path, bootstrap: str, kafka_topic, url: str, tmp_path: Path, part: str,
+             input_topic: str, *extra: str) -> tuple[Counter[str], set[str], dict]:
+    """One streaming run on fresh topics that kills `part` (sdk_worker or taskmanager) mid-stream."""
+    topics = {"in": kafka_topic(4, "fo-in"), "out": kafka_topic(2, "fo-out"), "dlq": kafka_topic(1, "fo-dlq")}
+    group = f"g-failover-{part}-{input_topic}-{len(extra)}"
+    produce = produce_plain if input_topic == "plain" else produce_transactional
+    with WorkerPool(tmp_path / "pool.log") as pool:
+        fail = pool.kill_worker if part == "sdk_worker" else (lambda: flink_cluster.kill_taskmanager(session.run_dir))
+        args = job_args(session, jar, pool, bootstrap, topics, url, group, *extra)
+        return run_with_failure(session, args, bootstrap, topics, group, fail, produce)
+
+
 @pytest.mark.parametrize(("part", "input_topic"), [("sdk_worker", "plain"), ("taskmanager", "plain"),
                                                    ("sdk_worker", "transactional")])
 def test_failover_at_least_once_loses_nothing(part: str, input_topic: str, session: Session, flink_job_server_jar,
                                               bootstrap_servers, kafka_topic, scoring_service,
                                               tmp_path: Path) -> None:
-    topics = {"in": kafka_topic(4, "fo-in"), "out": kafka_topic(2, "fo-out"), "dlq": kafka_topic(1, "fo-dlq")}
-    group = f"g-failover-{part}-{input_topic}"
-    produce = produce_plain if input_topic == "plain" else produce_transactional
-    with WorkerPool(tmp_path / "pool.log") as pool:
-        fail = pool.kill_worker if part == "sdk_worker" else (lambda: flink_cluster.kill_taskmanager(session.run_dir))
-        args = job_args(session, flink_job_server_jar, pool, bootstrap_servers, topics, scoring_service.url, group)
-        out, wanted, flink = run_with_failure(session, args, bootstrap_servers, topics, group, fail, produce)
+    out, wanted, flink = failover(session, flink_job_server_jar, bootstrap_servers, kafka_topic, scoring_service.url,
+                                  tmp_path, part, input_topic)
     duplicates = sum(out.values()) - len(out)
     print(f"\nfailover ({part}, {input_topic} input): {len(wanted)} events, {duplicates} duplicates "
           f"(bound {AT_LEAST_ONCE_BOUND:.0f}), restored from checkpoints {flink['restored']}")
@@ -177,14 +184,9 @@ def test_failover_at_least_once_loses_nothing(part: str, input_topic: str, sessi
 def test_failover_exactly_once_duplicates_nothing(input_topic: str, session: Session, flink_job_server_jar,
                                                   bootstrap_servers, kafka_topic, scoring_service,
                                                   tmp_path: Path) -> None:
-    topics = {"in": kafka_topic(4, "foe-in"), "out": kafka_topic(2, "foe-out"), "dlq": kafka_topic(1, "foe-dlq")}
-    group = f"g-failover-eo-{input_topic}"
-    produce = produce_plain if input_topic == "plain" else produce_transactional
-    with WorkerPool(tmp_path / "pool.log") as pool:
-        args = job_args(session, flink_job_server_jar, pool, bootstrap_servers, topics, scoring_service.url, group,
-                        "--delivery=exactly_once", "--kafka_property=isolation.level=read_committed")
-        out, wanted, flink = run_with_failure(session, args, bootstrap_servers, topics, group,
-                                              pool.kill_worker, produce)
+    out, wanted, flink = failover(session, flink_job_server_jar, bootstrap_servers, kafka_topic, scoring_service.url,
+                                  tmp_path, "sdk_worker", input_topic,
+                                  "--delivery=exactly_once", "--kafka_property=isolation.level=read_committed")
     print(f"\nfailover (exactly-once, {input_topic} input): {len(wanted)} events, "
           f"{sum(out.values()) - len(out)} duplicates")
     assert set(out) == wanted                                   # aborted input never comes out
