@@ -122,8 +122,8 @@ class _WriteFn(beam.DoFn):
             self._since_poll = 0
             self._producer.poll(0)
             self._raise_on_failures()
-        if self._commits is not None and time.monotonic() >= self._next_commit:
-            self._commit_delivered()
+            if self._commits is not None and time.monotonic() >= self._next_commit:
+                self._commit_delivered()   # looked at with the polls, not per record
         return ()
 
     def _commit_delivered(self) -> None:
