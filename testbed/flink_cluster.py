@@ -27,6 +27,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from testbed.local_ports import free_ports
+
 FLINK_VERSION = "1.19.3"  # newest 1.19.x on PyPI; its minor must match flink_jobserver.FLINK_MINOR
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV = REPO_ROOT / ".flink-venv"
@@ -105,7 +107,9 @@ def write_config(home: Path, rest_port: int, run_dir: Path = RUN_DIR, taskmanage
         shutil.copyfile(home / "conf" / name, conf / name)
     (conf / "masters").write_text(f"localhost:{rest_port}\n")
     (conf / "workers").write_text("localhost\n" * taskmanagers)
-    settings = {**CLUSTER_CONFIG, "rest.port": rest_port, "env.java.opts.all": _java_opts(home),
+    # The JobManager's RPC port is free-picked too (Flink's 6123 would let only one cluster run at a time).
+    settings = {**CLUSTER_CONFIG, "rest.port": rest_port, "jobmanager.rpc.port": free_ports(1)[0],
+                "env.java.opts.all": _java_opts(home),
                 "io.tmp.dirs": str(run_dir / "tmp"), **(overrides or {})}
     (run_dir / "tmp").mkdir(exist_ok=True)
     (conf / "config.yaml").write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
@@ -194,6 +198,13 @@ def running_job(rest_port: int, timeout_s: float = 120.0) -> str:
             return jobs[0]
         time.sleep(0.5)
     raise ClusterError(f"no running job on localhost:{rest_port} after {timeout_s:.0f} s")
+
+
+def cancel_job(rest_port: int, job: str) -> None:
+    """Cancel `job` through REST (Beam 2.62's uber-jar `result.cancel()` asks `/v1/<job>/stop`: 404)."""
+    request = urllib.request.Request(f"http://localhost:{rest_port}/v1/jobs/{job}?mode=cancel", method="PATCH")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
 
 
 def kill_taskmanager(run_dir: Path = RUN_DIR) -> int:

@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,9 @@ from confluent_kafka import Producer
 from pipelines.enrich_payments import launch
 from testbed import events, flink_cluster
 from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
-from testbed.local_ports import free_ports
 from testbed.produce import produce_events
 from testbed.worker_pool import WorkerPool
+from tests.fixtures.flink import FlinkSession
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.slow]
 
@@ -36,43 +35,7 @@ CHECKPOINT_MS = 2000
 BATCH_SIZE = 10
 MAX_IN_FLIGHT = 8
 EVENTS, RATE = 3_000, 150           # 20 s of input
-# Fast detection of a dead TaskManager, and room to restart while a replacement registers.
-FAILOVER_CONFIG: dict[str, str | int] = {
-    "taskmanager.numberOfTaskSlots": 1,
-    "heartbeat.interval": 1000,
-    "heartbeat.timeout": 6000,
-    "restart-strategy.type": "fixed-delay",
-    "restart-strategy.fixed-delay.attempts": 20,
-    "restart-strategy.fixed-delay.delay": "2 s",
-}
-
-
-class Session:
-    def __init__(self, rest_port: int, run_dir: Path) -> None:
-        self.rest_port, self.run_dir = rest_port, run_dir
-
-    def rest(self, path: str) -> dict:
-        return flink_cluster.rest(self.rest_port, path)
-
-    def completed_checkpoints(self, job: str) -> int:
-        return int(self.rest(f"/jobs/{job}/checkpoints")["counts"]["completed"])
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    port, run_dir = free_ports(1)[0], tmp_path / "flink"
-    try:
-        flink_cluster.up(port, run_dir, taskmanagers=2, overrides=FAILOVER_CONFIG)
-    except flink_cluster.ClusterError as err:
-        flink_cluster.down(port, run_dir)
-        pytest.fail(f"cannot start the Flink session cluster: {err}")
-    try:
-        yield Session(port, run_dir)
-    finally:
-        flink_cluster.down(port, run_dir)
-
-
-def job_args(session: Session, jar: Path, pool: WorkerPool, bootstrap: str, topics: dict[str, str], url: str,
+def job_args(session: FlinkSession, jar: Path, pool: WorkerPool, bootstrap: str, topics: dict[str, str], url: str,
              group: str, *extra: str) -> list[str]:
     return ["--runner=FlinkRunner", f"--flink_job_server_jar={jar}", f"--flink_master=localhost:{session.rest_port}",
             "--flink_version=1.19", "--streaming", f"--checkpointing_interval={CHECKPOINT_MS}",
@@ -110,7 +73,7 @@ def produce_transactional(bootstrap: str, topic: str) -> set[str]:
     return committed
 
 
-def run_with_failure(session: Session, args: list[str], bootstrap: str, topics: dict[str, str], group: str,
+def run_with_failure(session: FlinkSession, args: list[str], bootstrap: str, topics: dict[str, str], group: str,
                      fail, produce=produce_plain) -> tuple[Counter[str], set[str], dict]:
     """Streams EVENTS at RATE, kills one part once two checkpoints completed and input is still
     arriving, waits for Flink's restore, then until every committed input event is out and the
@@ -153,7 +116,7 @@ def assert_restored(flink: dict) -> None:
 AT_LEAST_ONCE_BOUND = 2 * (2 * MAX_IN_FLIGHT * BATCH_SIZE) + 2 * (CHECKPOINT_MS / 1000) * RATE
 
 
-def failover(session: Session, jar: Path, bootstrap: str, kafka_topic, url: str, tmp_path: Path, part: str,
+def failover(session: FlinkSession, jar: Path, bootstrap: str, kafka_topic, url: str, tmp_path: Path, part: str,
              input_topic: str, *extra: str) -> tuple[Counter[str], set[str], dict]:
     """One streaming run on fresh topics that kills `part` (sdk_worker or taskmanager) mid-stream."""
     topics = {"in": kafka_topic(4, "fo-in"), "out": kafka_topic(2, "fo-out"), "dlq": kafka_topic(1, "fo-dlq")}
@@ -167,10 +130,10 @@ def failover(session: Session, jar: Path, bootstrap: str, kafka_topic, url: str,
 
 @pytest.mark.parametrize(("part", "input_topic"), [("sdk_worker", "plain"), ("taskmanager", "plain"),
                                                    ("sdk_worker", "transactional")])
-def test_failover_at_least_once_loses_nothing(part: str, input_topic: str, session: Session, flink_job_server_jar,
+def test_failover_at_least_once_loses_nothing(part: str, input_topic: str, flink_session: FlinkSession, flink_job_server_jar,
                                               bootstrap_servers, kafka_topic, scoring_service,
                                               tmp_path: Path) -> None:
-    out, wanted, flink = failover(session, flink_job_server_jar, bootstrap_servers, kafka_topic, scoring_service.url,
+    out, wanted, flink = failover(flink_session, flink_job_server_jar, bootstrap_servers, kafka_topic, scoring_service.url,
                                   tmp_path, part, input_topic)
     duplicates = sum(out.values()) - len(out)
     print(f"\nfailover ({part}, {input_topic} input): {len(wanted)} events, {duplicates} duplicates "
@@ -181,10 +144,10 @@ def test_failover_at_least_once_loses_nothing(part: str, input_topic: str, sessi
 
 
 @pytest.mark.parametrize("input_topic", ["plain", "transactional"])
-def test_failover_exactly_once_duplicates_nothing(input_topic: str, session: Session, flink_job_server_jar,
+def test_failover_exactly_once_duplicates_nothing(input_topic: str, flink_session: FlinkSession, flink_job_server_jar,
                                                   bootstrap_servers, kafka_topic, scoring_service,
                                                   tmp_path: Path) -> None:
-    out, wanted, flink = failover(session, flink_job_server_jar, bootstrap_servers, kafka_topic, scoring_service.url,
+    out, wanted, flink = failover(flink_session, flink_job_server_jar, bootstrap_servers, kafka_topic, scoring_service.url,
                                   tmp_path, "sdk_worker", input_topic,
                                   "--delivery=exactly_once", "--kafka_property=isolation.level=read_committed")
     print(f"\nfailover (exactly-once, {input_topic} input): {len(wanted)} events, "
