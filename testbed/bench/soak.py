@@ -17,7 +17,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -72,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     failovers: list[dict] = []
     jar = flink_jobserver.build()
     port = free_ports(1)[0]
-    with tempfile.TemporaryDirectory(prefix="soak-") as work, KafkaBroker(Path(work) / "kafka") as broker, \
+    work = out / "work"   # kept: the broker's and the cluster's logs explain a run that went wrong
+    with KafkaBroker(work / "kafka") as broker, \
             ScoringServiceProcess(service_args(rate=SERVICE_REQUESTS_PER_S, burst=50)) as service, \
             WorkerPool(out / "pool.log") as pool:
-        run_dir = Path(work) / "flink"
+        run_dir = work / "flink"
         flink_cluster.up(port, run_dir, taskmanagers=2, overrides=CLUSTER)
         bootstrap, base, group = broker.bootstrap_servers, f"soak-{uuid.uuid4().hex[:6]}", "g-soak"
         topics = {"in": f"{base}-in", "out": f"{base}-out", "dlq": f"{base}-dlq"}
