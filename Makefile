@@ -57,16 +57,16 @@ KAFKA_WORKDIR ?= $(CACHE)/run/kafka
 .PHONY: kafka-jars kafka-up kafka-down kafka-status
 
 kafka-jars: venv ## Fetch the Kafka broker jars into .cache/kafka once (needs java >= 17 and mvn)
-	$(PY) -m testbed.kafka_broker fetch
+	$(PY) -m testbed.kafka.broker fetch
 
 kafka-up: venv ## Start a local Kafka broker on 127.0.0.1:KAFKA_PORT (default 9092), data in .cache/run/kafka
-	$(PY) -m testbed.kafka_broker up --port $(KAFKA_PORT) --workdir $(KAFKA_WORKDIR)
+	$(PY) -m testbed.kafka.broker up --port $(KAFKA_PORT) --workdir $(KAFKA_WORKDIR)
 
 kafka-down: venv ## Stop the local Kafka broker (SIGTERM, SIGKILL after 20 s)
-	$(PY) -m testbed.kafka_broker down --workdir $(KAFKA_WORKDIR)
+	$(PY) -m testbed.kafka.broker down --workdir $(KAFKA_WORKDIR)
 
 kafka-status: venv ## Tell whether the local Kafka broker is running
-	@$(PY) -m testbed.kafka_broker status --workdir $(KAFKA_WORKDIR)
+	@$(PY) -m testbed.kafka.broker status --workdir $(KAFKA_WORKDIR)
 
 # ---- Scoring service --------------------------------------------------------
 SCORING_PORT ?= 8080
@@ -75,14 +75,14 @@ SCORING_RUN := $(CACHE)/run
 SCORING_PID := $(SCORING_RUN)/scoring.pid
 SCORING_LOG := $(SCORING_RUN)/scoring.log
 # True when the pid file names a live scoring service (not a recycled pid).
-scoring_alive = [ -f $(SCORING_PID) ] && ps -p "$$(cat $(SCORING_PID))" -o args= 2>/dev/null | grep -q testbed.scoring_service
+scoring_alive = [ -f $(SCORING_PID) ] && ps -p "$$(cat $(SCORING_PID))" -o args= 2>/dev/null | grep -q testbed.scoring
 
 .PHONY: service-up service-down
 
 service-up: venv ## Start the scoring service in the background (SCORING_PORT, SCORING_ARGS="--rate 500 ...")
 	@mkdir -p $(SCORING_RUN)
 	@if $(scoring_alive); then echo "scoring service already running (pid $$(cat $(SCORING_PID)), log $(SCORING_LOG))"; exit 0; fi; \
-	nohup $(PY) -m testbed.scoring_service --port $(SCORING_PORT) $(SCORING_ARGS) > $(SCORING_LOG) 2>&1 & \
+	nohup $(PY) -m testbed.scoring --port $(SCORING_PORT) $(SCORING_ARGS) > $(SCORING_LOG) 2>&1 & \
 	pid=$$!; echo $$pid > $(SCORING_PID); \
 	for _ in $$(seq 200); do \
 		if grep -m1 '^scoring service listening on ' $(SCORING_LOG); then exit 0; fi; \
@@ -115,30 +115,30 @@ RUN_ARGS ?=
 .PHONY: flink-jar kafka-expansion-jar prism flink-dist flink-up flink-down run-flink
 
 flink-jar: venv ## Build the Beam Flink 1.19 job-server jar into .cache/flink once (needs java and mvn)
-	$(PY) -m testbed.flink_jobserver build
+	$(PY) -m testbed.flink.jobserver build
 
 kafka-expansion-jar: venv ## Build the KafkaIO expansion service + a Flink job server with KafkaIO into .cache/kafka-expansion once (--kafka_io=java)
-	$(PY) -m testbed.kafka_expansion build
+	$(PY) -m testbed.kafka.expansion build
 
 prism: venv ## Build the Prism runner binary into .cache/prism once (needs go)
-	$(PY) -m testbed.prism build
+	$(PY) -m testbed.prism.runner build
 
 nginx: venv ## Unpack Debian's nginx into .cache/nginx once (a rate limiter we did not write, for tests and the benchmark)
-	$(PY) -m testbed.nginx_limiter build
+	$(PY) -m testbed.limiters.nginx build
 
 flink-dist: venv ## Install the Flink 1.19 distribution (PyPI's apache-flink) into .flink-venv once: the session cluster of flink-up and the failover tests
-	$(PY) -c "from testbed import flink_cluster; flink_cluster.install()"
+	$(PY) -c "from testbed.flink import cluster; cluster.install()"
 
 flink-up: venv flink-jar ## Start a local Flink 1.19 session cluster on localhost:FLINK_REST_PORT (default 8081)
-	$(PY) -m testbed.flink_cluster up --rest-port $(FLINK_REST_PORT)
+	$(PY) -m testbed.flink.cluster up --rest-port $(FLINK_REST_PORT)
 
 flink-down: venv ## Stop the local Flink session cluster
-	$(PY) -m testbed.flink_cluster down --rest-port $(FLINK_REST_PORT)
+	$(PY) -m testbed.flink.cluster down --rest-port $(FLINK_REST_PORT)
 
 run-flink: venv flink-jar ## Stream the job on the local Flink cluster (needs flink-up, kafka-up, service-up; Ctrl-C stops; RUN_ARGS="...")
 	$(PY) -m pipelines.enrich_payments --runner=FlinkRunner \
 		--flink_master=localhost:$(FLINK_REST_PORT) --flink_version=1.19 \
-		--flink_job_server_jar=$$($(PY) -m testbed.flink_jobserver build) \
+		--flink_job_server_jar=$$($(PY) -m testbed.flink.jobserver build) \
 		--environment_type=LOOPBACK --streaming --checkpointing_interval=$(CHECKPOINT_MS) \
 		--bootstrap_servers=$(KAFKA_BOOTSTRAP) --service_url=$(SCORING_URL) $(RUN_ARGS)
 

@@ -1,7 +1,7 @@
 """Where the local build puts the jars the launcher uses by default (paths only).
 
-`make flink-jar` and `make kafka-expansion-jar` (testbed/flink_jobserver.py,
-testbed/kafka_expansion.py) build them into .cache/; no mirror serves Beam's
+`make flink-jar` and `make kafka-expansion-jar` (testbed/flink/jobserver.py,
+testbed/kafka/expansion.py) build them into .cache/; no mirror serves Beam's
 own. The launcher only needs to know where they are, so the paths live here
 and the testbed builds to them.
 """

@@ -34,7 +34,7 @@ KAFKA_IO_CHOICES = ("python", "java")
 DELIVERY_CHOICES = ("at_least_once", "exactly_once")
 # Runners exactly-once delivery is tested on (transforms/kafka/exactly_once.py).
 EXACTLY_ONCE_RUNNERS = {"FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "FlinkRunner", "PortableRunner"}
-# A class only a job-server jar built with KafkaIO has (testbed/kafka_expansion.py).
+# A class only a job-server jar built with KafkaIO has (testbed/kafka/expansion.py).
 _KAFKA_IO_CLASS = "org/apache/beam/sdk/io/kafka/KafkaIO.class"
 
 _KNOWN_RUNNERS = {path.rsplit(".", 1)[-1].lower(): path for path in StandardOptions.ALL_KNOWN_RUNNERS}

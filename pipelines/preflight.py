@@ -40,7 +40,7 @@ def check_kafka(conn: KafkaConnection, topics: Iterable[str], timeout_s: float =
     missing = [t for t in topics if t not in metadata.topics]
     if missing:
         raise ConfigError(f"topic(s) missing on {conn.bootstrap_servers}: {', '.join(missing)} "
-                          f"(create them, e.g. `python -m testbed.produce --create_topic ...`)")
+                          f"(create them, e.g. `python -m testbed.kafka.produce --create_topic ...`)")
 
 
 def load_job_contract(path: str, service_url: str | None) -> Contract:

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import committed_offsets, create_topic, end_offsets
-from testbed.kafka_broker import KafkaBroker
-from testbed.produce import ProduceSummary, produce_events
-from testbed.scoring_process import ScoringServiceProcess, service_args
+from testbed.kafka.admin import committed_offsets, create_topic, end_offsets
+from testbed.kafka.broker import KafkaBroker
+from testbed.kafka.produce import ProduceSummary, produce_events
+from testbed.scoring.process import ScoringServiceProcess, service_args
 
 GROUP = "payment-enrichment-demo"
 TOPICS = {"in": "payments", "out": "payments-scored", "dlq": "payments-dlq"}

@@ -26,12 +26,12 @@ from confluent_kafka import Consumer
 
 from testbed.bench.metrics import percentile
 from testbed.bench.overhead import FNAPI, REPO, measured
-from testbed.flink_jobserver import FLINK_MINOR
-from testbed.flink_jobserver import build as build_flink_jar
-from testbed.kafka_admin import create_topic
-from testbed.kafka_broker import KafkaBroker
-from testbed.produce import produce_events
-from testbed.scoring_process import ScoringServiceProcess, service_args
+from testbed.flink.jobserver import FLINK_MINOR
+from testbed.flink.jobserver import build as build_flink_jar
+from testbed.kafka.admin import create_topic
+from testbed.kafka.broker import KafkaBroker
+from testbed.kafka.produce import produce_events
+from testbed.scoring.process import ScoringServiceProcess, service_args
 
 BATCH_SIZES = (1, 100)
 DELIVERIES = ("at_least_once", "exactly_once")

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from testbed.bench.overhead import FNAPI
-from testbed.kafka_admin import create_topic
-from testbed.kafka_broker import KafkaBroker
-from testbed.nginx_limiter import NginxLimiter
-from testbed.produce import produce_events
-from testbed.scoring_process import ScoringServiceProcess, service_args
+from testbed.kafka.admin import create_topic
+from testbed.kafka.broker import KafkaBroker
+from testbed.kafka.produce import produce_events
+from testbed.limiters.nginx import NginxLimiter
+from testbed.scoring.process import ScoringServiceProcess, service_args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,10 @@ import requests
 
 from testbed.bench.sampler import KafkaProbe, Sampler
 from testbed.bench.scenarios import OURS_MAX_IN_FLIGHT, S4_MAX_IN_FLIGHT, S4_SHARDS, Run, Scenario, all_scenarios
-from testbed.kafka_admin import create_topic, delete_topic
-from testbed.local_ports import terminate
-from testbed.produce import produce_events
-from testbed.scoring_process import ScoringServiceProcess, service_args
+from testbed.kafka.admin import create_topic, delete_topic
+from testbed.kafka.produce import produce_events
+from testbed.scoring.process import ScoringServiceProcess, service_args
+from testbed.support.local_ports import terminate
 
 LOG = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
         record["startup_s"] = round(t0 - spawned, 2)
         if run.intake_eps:
             producer = subprocess.Popen(
-                [sys.executable, "-m", "testbed.produce", f"--bootstrap_servers={bootstrap}",
+                [sys.executable, "-m", "testbed.kafka.produce", f"--bootstrap_servers={bootstrap}",
                  f"--topic={topics['in']}", f"--rate={run.intake_eps:.3f}/s", f"--duration={run.duration_s + 5:g}s",
                  f"--run_id=in{suffix}", "--seed=2"],
                 cwd=REPO, stdout=(run_dir / "producer.log").open("wb"), stderr=subprocess.STDOUT)
@@ -171,7 +171,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
 
 
 def _start_broker(out_dir: Path):
-    from testbed.kafka_broker import KafkaBroker
+    from testbed.kafka.broker import KafkaBroker
     workdir = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
     broker = KafkaBroker(workdir)
     _say(f"starting Kafka in {workdir}")

@@ -36,13 +36,13 @@ from pathlib import Path
 
 import psutil
 
-from testbed.flink_jobserver import FLINK_MINOR
-from testbed.flink_jobserver import build as build_flink_jar
-from testbed.kafka_admin import consume_all, create_topic
-from testbed.kafka_broker import KafkaBroker
-from testbed.kafka_expansion import build as build_kafka_jars
-from testbed.produce import produce_events
-from testbed.scoring_process import ScoringServiceProcess, service_args
+from testbed.flink.jobserver import FLINK_MINOR
+from testbed.flink.jobserver import build as build_flink_jar
+from testbed.kafka.admin import consume_all, create_topic
+from testbed.kafka.broker import KafkaBroker
+from testbed.kafka.expansion import build as build_kafka_jars
+from testbed.kafka.produce import produce_events
+from testbed.scoring.process import ScoringServiceProcess, service_args
 
 FNAPI = "--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 REPO = Path(__file__).resolve().parents[2]

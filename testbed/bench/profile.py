@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from testbed.bench.overhead import FNAPI, REPO, Bench
-from testbed.kafka_broker import KafkaBroker
-from testbed.scoring_process import ScoringServiceProcess, service_args
+from testbed.kafka.broker import KafkaBroker
+from testbed.scoring.process import ScoringServiceProcess, service_args
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 

@@ -2,7 +2,7 @@
 
     python -m testbed.bench.run_flink --workers 4 -- <pipeline flags>
 
-Starts Beam's worker pool (`testbed/worker_pool.py`), then the pipeline
+Starts Beam's worker pool (`testbed/flink/worker_pool.py`), then the pipeline
 streaming on Flink embedded in the locally built job server with the job's
 Python stages in that many processes, each with its own controller. Runs
 until SIGTERM, then cancels the job and stops the pool.
@@ -16,8 +16,8 @@ import sys
 import threading
 
 from pipelines.enrich_payments import launch
-from testbed.flink_jobserver import FLINK_MINOR, build
-from testbed.worker_pool import WorkerPool
+from testbed.flink.jobserver import FLINK_MINOR, build
+from testbed.flink.worker_pool import WorkerPool
 
 CHECKPOINT_MS = 5000
 

@@ -25,13 +25,13 @@ from datetime import datetime
 from pathlib import Path
 
 from pipelines.enrich_payments import launch
-from testbed import flink_cluster, flink_jobserver
-from testbed.kafka_admin import committed_offsets, consume_all, create_topic, end_offsets
-from testbed.kafka_broker import KafkaBroker
-from testbed.local_ports import free_ports
-from testbed.produce import produce_events
-from testbed.scoring_process import ScoringServiceProcess, service_args
-from testbed.worker_pool import WorkerPool
+from testbed.flink import cluster, jobserver
+from testbed.flink.worker_pool import WorkerPool
+from testbed.kafka.admin import committed_offsets, consume_all, create_topic, end_offsets
+from testbed.kafka.broker import KafkaBroker
+from testbed.kafka.produce import produce_events
+from testbed.scoring.process import ScoringServiceProcess, service_args
+from testbed.support.local_ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_REQUESTS_PER_S = 20_000 / 60
@@ -69,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     duration_s = args.minutes * 60
     samples: list[dict] = []
     failovers: list[dict] = []
-    jar = flink_jobserver.build()
+    jar = jobserver.build()
     port = free_ports(1)[0]
     work = out / "work"   # kept: the broker's and the cluster's logs explain a run that went wrong
     with KafkaBroker(work / "kafka") as broker, \
             ScoringServiceProcess(service_args(rate=SERVICE_REQUESTS_PER_S, burst=50)) as service, \
             WorkerPool(out / "pool.log") as pool:
         run_dir = work / "flink"
-        flink_cluster.up(port, run_dir, taskmanagers=2, overrides=CLUSTER)
+        cluster.up(port, run_dir, taskmanagers=2, overrides=CLUSTER)
         bootstrap, base, group = broker.bootstrap_servers, f"soak-{uuid.uuid4().hex[:6]}", "g-soak"
         topics = {"in": f"{base}-in", "out": f"{base}-out", "dlq": f"{base}-dlq"}
         for name, partitions in (("in", 8), ("out", 4), ("dlq", 1)):
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"--dlq_topic={topics['dlq']}", f"--group_id={group}", f"--service_url={service.url}/score",
                          "--batch_size=10", "--max_batch_wait=0.5", "--progress_interval=0"])
         try:
-            job = flink_cluster.running_job(port)
+            job = cluster.running_job(port)
             produced: list = []
             producer = threading.Thread(target=lambda: produced.append(produce_events(
                 bootstrap, topics["in"], rate_per_s=args.events_per_min / 60, duration_s=duration_s, seed=41)))
@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
                 now = time.monotonic()
                 if now >= next_failover:
                     kind = kinds[len(failovers) % 2]
-                    pid = pool.kill_worker() if kind == "sdk_worker" else flink_cluster.kill_taskmanager(run_dir)
+                    pid = pool.kill_worker() if kind == "sdk_worker" else cluster.kill_taskmanager(run_dir)
                     failovers.append({"at_s": round(now - started, 1), "killed": kind, "pid": pid})
                     print(f"{now - started:6.0f} s: killed {kind} {pid}", flush=True)
                     next_failover += args.failover_every * 60
                 sample = {"t_s": round(now - started, 1), "lag": lag(bootstrap, group, topics["in"]),
                           "outputs": sum(end_offsets(bootstrap, topics["out"]).values()),
                           "rss_workers_mb": round(rss_mb(pool.worker_pids()), 1),
-                          "rss_taskmanagers_mb": round(rss_mb(flink_cluster.taskmanager_pids(run_dir)), 1)}
+                          "rss_taskmanagers_mb": round(rss_mb(cluster.taskmanager_pids(run_dir)), 1)}
                 samples.append(sample)
                 print(json.dumps(sample), flush=True)
                 time.sleep(10)
@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(5)
             caught_up_s = round(time.monotonic() - started - duration_s, 1)
             outputs = Counter(json.loads(m.value)["txn_id"] for m in consume_all(bootstrap, topics["out"], timeout=300))
-            checkpoints = flink_cluster.rest(port, f"/jobs/{job}/checkpoints")["counts"]
-            history = flink_cluster.failover_history(port, job)
+            checkpoints = cluster.rest(port, f"/jobs/{job}/checkpoints")["counts"]
+            history = cluster.failover_history(port, job)
         finally:
             result.cancel()
-            flink_cluster.down(port, run_dir)
+            cluster.down(port, run_dir)
     after_warmup = [s for s in samples if s["t_s"] >= 300]
     warm = after_warmup[0] if after_warmup else samples[-1]
     rss = [s["rss_workers_mb"] + s["rss_taskmanagers_mb"] for s in after_warmup]

@@ -25,10 +25,10 @@ from datetime import datetime
 from pathlib import Path
 
 from testbed.bench import overhead
-from testbed.kafka_admin import create_topic
-from testbed.kafka_broker import KafkaBroker
-from testbed.produce import produce_events
-from testbed.scoring_process import ScoringServiceProcess, service_args
+from testbed.kafka.admin import create_topic
+from testbed.kafka.broker import KafkaBroker
+from testbed.kafka.produce import produce_events
+from testbed.scoring.process import ScoringServiceProcess, service_args
 
 REPO = Path(__file__).resolve().parents[2]
 # The overhead bench's drain (overhead.Bench.job_args): the rate starts high, one pipeline run.

@@ -1,1 +1,1 @@
-"""The local fraud-scoring service, split by concern; run it via ``python -m testbed.scoring_service``."""
+"""The local fraud-scoring service, split by concern; run it via ``python -m testbed.scoring``."""

@@ -2,7 +2,7 @@
 
 /score checks, in order: auth (401), body size (413), body shape (400), outage
 (503), token bucket (429), concurrency slot (503), then sleeps the modelled
-latency while holding the slot. See testbed/scoring_service.py for the model.
+latency while holding the slot. See testbed/scoring/__main__.py for the model.
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from testbed.scoring.bucket import TokenBucket
 from testbed.scoring.config import ConfigError, Settings
 from testbed.scoring.faults import FaultError, FaultSchedule, parse_fault
 from testbed.scoring.hostile import middlewares
+from testbed.scoring.model import MODEL_VERSION, score_txn
 from testbed.scoring.stats import Stats
-from testbed.scoring_model import MODEL_VERSION, score_txn
 
 _REASON_TEXT = {
     "unauthorized": "missing or wrong bearer token",

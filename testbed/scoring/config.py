@@ -125,7 +125,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _OneLineParser(
-        prog="python -m testbed.scoring_service",
+        prog="python -m testbed.scoring",
         description="Local capacity-limited fraud-scoring HTTP service.",
         allow_abbrev=False,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from testbed.kafka_admin import committed_offsets, consume_all, create_topic, end_offsets
+from testbed.kafka.admin import committed_offsets, consume_all, create_topic, end_offsets
 from transforms.contract.loader import DEFAULT_CONTRACT
 
 FNAPI = "--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
-from testbed.produce import produce_events
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.produce import produce_events
 
 pytestmark = pytest.mark.integration
 

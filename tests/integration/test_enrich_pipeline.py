@@ -11,9 +11,9 @@ import pytest
 
 from pipelines.enrich_payments import run
 from pipelines.summary import RunSummary
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
-from testbed.produce import produce_events
-from testbed.scoring_model import score_txn
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.produce import produce_events
+from testbed.scoring.model import score_txn
 
 pytestmark = pytest.mark.integration
 
@@ -106,6 +106,9 @@ def test_help_lists_every_option_with_its_default() -> None:
                  "--max_dead_letter_share", "--breaker_window", "--summary_path"):
         assert flag in proc.stdout
     assert "(default: 20)" in proc.stdout and "(default: 127.0.0.1:9092)" in proc.stdout
+    assert "--sdk_location" not in proc.stdout and "--help_beam" in proc.stdout   # Beam's hundreds behind a flag
+    everything = cli("--help_beam")
+    assert everything.returncode == 0 and "--sdk_location" in everything.stdout and "--group_id" in everything.stdout
 
 
 @pytest.mark.parametrize("args, message", [

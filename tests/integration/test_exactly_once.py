@@ -11,8 +11,8 @@ import pytest
 from apache_beam.runners.runner import PipelineState
 
 from pipelines.enrich_payments import launch, run
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
-from testbed.produce import produce_events
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.produce import produce_events
 from tests.integration.reliability_support import (
     JobProcess,
     fully_committed,

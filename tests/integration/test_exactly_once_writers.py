@@ -7,7 +7,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from testbed.kafka_admin import committed_offsets, consume_all, create_topic
+from testbed.kafka.admin import committed_offsets, consume_all, create_topic
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.exactly_once import FencedError, _TransactionalWriteFn
 from transforms.kafka.records import OutboundRecord, SourcePosition

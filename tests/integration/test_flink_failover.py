@@ -23,10 +23,11 @@ import pytest
 from confluent_kafka import Producer
 
 from pipelines.enrich_payments import launch
-from testbed import events, flink_cluster
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
-from testbed.produce import produce_events
-from testbed.worker_pool import WorkerPool
+from testbed.flink import cluster
+from testbed.flink.worker_pool import WorkerPool
+from testbed.kafka import synthetic_events
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.produce import produce_events
 from tests.fixtures.flink import FlinkSession
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.slow]
@@ -59,10 +60,10 @@ def produce_transactional(bootstrap: str, topic: str) -> set[str]:
     producer.init_transactions(30)
     rng, committed, started = random.Random(32), set(), time.monotonic()
     for n in range(EVENTS // 20):
-        batch = [events.make_event(n * 20 + i, rng, run_id="fotx") for i in range(20)]
+        batch = [synthetic_events.make_event(n * 20 + i, rng, run_id="fotx") for i in range(20)]
         producer.begin_transaction()
         for event in batch:
-            producer.produce(topic, events.encode(event), key=event["txn_id"].encode())
+            producer.produce(topic, synthetic_events.encode(event), key=event["txn_id"].encode())
         producer.flush(30)
         if n % 5 == 4:
             producer.abort_transaction(30)
@@ -80,7 +81,7 @@ def run_with_failure(session: FlinkSession, args: list[str], bootstrap: str, top
     offsets are committed to the end."""
     result = launch(args)
     try:
-        job = flink_cluster.running_job(session.rest_port)
+        job = cluster.running_job(session.rest_port)
         produced: list = []
         producer = threading.Thread(target=lambda: produced.append(produce(bootstrap, topics["in"])))
         producer.start()
@@ -90,7 +91,7 @@ def run_with_failure(session: FlinkSession, args: list[str], bootstrap: str, top
             time.sleep(0.5)
         fail()
         deadline = time.monotonic() + 120
-        while not (flink := flink_cluster.failover_history(session.rest_port, job))["restored"]:
+        while not (flink := cluster.failover_history(session.rest_port, job))["restored"]:
             assert time.monotonic() < deadline, f"Flink did not restore the job from a checkpoint: {flink}"
             time.sleep(1)
         producer.join()
@@ -123,7 +124,7 @@ def failover(session: FlinkSession, jar: Path, bootstrap: str, kafka_topic, url:
     group = f"g-failover-{part}-{input_topic}-{len(extra)}"
     produce = produce_plain if input_topic == "plain" else produce_transactional
     with WorkerPool(tmp_path / "pool.log") as pool:
-        fail = pool.kill_worker if part == "sdk_worker" else (lambda: flink_cluster.kill_taskmanager(session.run_dir))
+        fail = pool.kill_worker if part == "sdk_worker" else (lambda: cluster.kill_taskmanager(session.run_dir))
         args = job_args(session, jar, pool, bootstrap, topics, url, group, *extra)
         return run_with_failure(session, args, bootstrap, topics, group, fail, produce)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.enrich_payments import launch
-from testbed import flink_cluster
-from testbed.kafka_admin import consume_all
-from testbed.produce import produce_events
-from testbed.worker_pool import WorkerPool
+from testbed.flink import cluster as flink_cluster
+from testbed.flink.worker_pool import WorkerPool
+from testbed.kafka.admin import consume_all
+from testbed.kafka.produce import produce_events
 from tests.fixtures.flink import FlinkSession
 from tests.integration.test_flink_failover import job_args
 

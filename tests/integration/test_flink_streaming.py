@@ -10,8 +10,8 @@ import pytest
 from apache_beam.runners.runner import PipelineState
 
 from pipelines.enrich_payments import launch
-from testbed.kafka_admin import add_partitions, committed_offsets, consume_all, end_offsets
-from testbed.produce import produce_events
+from testbed.kafka.admin import add_partitions, committed_offsets, consume_all, end_offsets
+from testbed.kafka.produce import produce_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from testbed.kafka_admin import consume_all
-from testbed.produce import produce_events
+from testbed.kafka.admin import consume_all
+from testbed.kafka.produce import produce_events
 from tests.integration.reliability_support import fully_committed, job_args, make_topics
 
 pytestmark = pytest.mark.integration

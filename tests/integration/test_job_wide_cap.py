@@ -1,7 +1,7 @@
 """--max_in_flight holds for the whole job when its scoring step runs in several worker processes.
 
 Flink embedded, with the job's Python stages in a worker pool of two
-processes (`testbed/worker_pool.py`), drains through a slow service: the
+processes (`testbed/flink/worker_pool.py`), drains through a slow service: the
 service's own peak-concurrency counter must stay at or below the job's cap
 although each process runs its own controller, both processes must have
 scored, and every event must come out once with the offsets committed to the
@@ -15,9 +15,9 @@ import os
 import pytest
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
-from testbed.produce import produce_events
-from testbed.worker_pool import WorkerPool
+from testbed.flink.worker_pool import WorkerPool
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.produce import produce_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from testbed import events
-from testbed.kafka_admin import Record, committed_offsets, consume_all, create_topic, end_offsets
-from testbed.kafka_broker import REPO_ROOT, KafkaBroker
-from testbed.produce import TopicMissingError, produce_events
+from testbed.kafka import synthetic_events
+from testbed.kafka.admin import Record, committed_offsets, consume_all, create_topic, end_offsets
+from testbed.kafka.broker import REPO_ROOT, KafkaBroker
+from testbed.kafka.produce import TopicMissingError, produce_events
 from tests.fixtures.kafka import TopicFactory
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ RUN = "itest"
 
 
 def _txn_id_of(record: Record) -> str:
-    txn_id = events.recover_txn_id(record.value or b"", RUN)
+    txn_id = synthetic_events.recover_txn_id(record.value or b"", RUN)
     assert txn_id, record.value
     return txn_id
 
@@ -40,20 +40,20 @@ def test_every_produced_event_is_consumed_back(bootstrap_servers: str, kafka_top
     summary = produce_events(bootstrap_servers, topic, count=10_000, malformed_fraction=0.01, seed=11, run_id=RUN)
     assert summary.ok, summary.line()
     assert (summary.produced, summary.delivered, summary.malformed) == (10_000, 10_000, 100)
-    assert Counter(summary.malformed_ids.values()) == {kind: 25 for kind in events.MALFORMED_KINDS}
+    assert Counter(summary.malformed_ids.values()) == {kind: 25 for kind in synthetic_events.MALFORMED_KINDS}
 
     records = consume_all(bootstrap_servers, topic, timeout=30)
     assert len(records) == 10_000
     seen = Counter(_txn_id_of(r) for r in records)
     assert max(seen.values()) == 1
     assert set(seen) == set(summary.txn_ids) | set(summary.malformed_ids)
-    kinds = {_txn_id_of(r): events.classify(r.value or b"") for r in records}
+    kinds = {_txn_id_of(r): synthetic_events.classify(r.value or b"") for r in records}
     assert {t: k for t, k in kinds.items() if k != "valid"} == summary.malformed_ids
     assert sum(end_offsets(bootstrap_servers, topic).values()) == 10_000
 
     partition_of_key: dict[bytes, int] = {}
     for record in records:
-        if events.classify(record.value or b"") == "valid":
+        if synthetic_events.classify(record.value or b"") == "valid":
             assert record.key == json.loads(record.value or b"")["account_id"].encode()
         if record.key is not None:  # one account, one partition: per-account ordering holds
             assert partition_of_key.setdefault(record.key, record.partition) == record.partition
@@ -107,7 +107,7 @@ def test_produce_cli_paced_with_manifest(bootstrap_servers: str, kafka_topic: To
     topic = kafka_topic(partitions=2)
     manifest = tmp_path / "ids.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "testbed.produce", "--bootstrap_servers", bootstrap_servers, "--topic", topic,
+        [sys.executable, "-m", "testbed.kafka.produce", "--bootstrap_servers", bootstrap_servers, "--topic", topic,
          "--rate", "2000/s", "--count", "1000", "--malformed_fraction", "0.02", "--run_id", RUN,
          "--manifest", str(manifest)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,

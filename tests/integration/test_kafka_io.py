@@ -26,7 +26,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import Producer
 
 import transforms.kafka.read as kafka_read
-from testbed.kafka_admin import committed_offsets, consume_all, create_topic, delete_topic, end_offsets, topic_exists
+from testbed.kafka.admin import committed_offsets, consume_all, create_topic, delete_topic, end_offsets, topic_exists
 from transforms.kafka.commit import CommitOffsets, GroupOffsets
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.offset_ranges import OffsetRangeSet

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from pipelines.enrich_payments import launch, run
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
-from testbed.kafka_expansion import KafkaJars
-from testbed.produce import produce_events
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.expansion import KafkaJars
+from testbed.kafka.produce import produce_events
 from tests.integration.test_drain_other_runners import assert_drained, job_args
 from tests.integration.test_flink_streaming import BATCH_SIZE, CHECKPOINT_MS, MAX_IN_FLIGHT, streaming_args, wait_for_outputs
 

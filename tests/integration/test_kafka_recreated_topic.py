@@ -11,7 +11,7 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
 from confluent_kafka import Consumer, TopicPartition
 
-from testbed.kafka_admin import committed_offsets, create_topic, delete_topic
+from testbed.kafka.admin import committed_offsets, create_topic, delete_topic
 from tests.integration.test_kafka_io import drain, produce
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.read import UNBOUNDED_STOP, ReadSettings, _PartitionRestrictions, _ReadUnboundedPartitionFn

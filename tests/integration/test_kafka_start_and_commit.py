@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from testbed.kafka_admin import committed_offsets, end_offsets
+from testbed.kafka.admin import committed_offsets, end_offsets
 from tests.integration.test_kafka_io import PARTITIONS, drain, produce, values_of
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.start import StartPosition

@@ -9,8 +9,8 @@ import pytest
 from google.api import metric_pb2
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import consume_all
-from testbed.produce import produce_events
+from testbed.kafka.admin import consume_all
+from testbed.kafka.produce import produce_events
 from transforms.monitoring.catalogue import CATALOGUE, COUNTER, DISTRIBUTION, PREFIX
 from transforms.monitoring.telemetry import TELEMETRY
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
 from tests.fixtures.geo import encoded, geo_events, write_contract
 from tests.fixtures.geo_service import geo_of
 from tests.integration.reliability_support import FNAPI, JobProcess, Topics, make_topics, run_job, wait_for

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from testbed.kafka_admin import committed_offsets, end_offsets
-from testbed.produce import produce_events
+from testbed.kafka.admin import committed_offsets, end_offsets
+from testbed.kafka.produce import produce_events
 from tests.integration.reliability_support import (
     JobProcess,
     fully_committed,

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
 from tests.integration.reliability_support import FNAPI, fully_committed, job_args, make_topics, txn_ids
 
 pytestmark = pytest.mark.integration

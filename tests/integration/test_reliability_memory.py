@@ -11,8 +11,8 @@ import time
 import psutil
 import pytest
 
-from testbed.kafka_admin import committed_offsets
-from testbed.produce import produce_events
+from testbed.kafka.admin import committed_offsets
+from testbed.kafka.produce import produce_events
 from tests.integration.reliability_support import JobProcess, job_args, make_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import consume_all
-from testbed.produce import produce_events
+from testbed.kafka.admin import consume_all
+from testbed.kafka.produce import produce_events
 from testbed.scoring.hostile import SHAPES
 from tests.integration.reliability_support import fully_committed, job_args, make_topics, txn_ids
 from transforms.contract.http import HttpJsonCaller

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import consume_all
-from testbed.local_ports import free_ports
-from testbed.produce import produce_events
+from testbed.kafka.admin import consume_all
+from testbed.kafka.produce import produce_events
+from testbed.support.local_ports import free_ports
 from tests.integration.reliability_support import (
     fully_committed,
     job_args,

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from pipelines.enrich_payments import run
-from testbed.kafka_admin import consume_all
-from testbed.local_ports import free_ports
-from testbed.produce import produce_events
-from testbed.scoring_process import ScoringServiceProcess, service_args
+from testbed.kafka.admin import consume_all
+from testbed.kafka.produce import produce_events
+from testbed.scoring.process import ScoringServiceProcess, service_args
+from testbed.support.local_ports import free_ports
 from tests.integration.reliability_support import JobProcess, fully_committed, job_args, make_topics, txn_ids, wait_for
 from transforms.control.settings import DEFAULTS
 

@@ -21,9 +21,9 @@ import pytest
 from confluent_kafka import Producer
 
 from pipelines.replay_dead_letters import REPLAY_GROUP
-from testbed.kafka_admin import committed_offsets, consume_all, create_topic, end_offsets
-from testbed.local_ports import free_ports
-from testbed.produce import produce_events
+from testbed.kafka.admin import committed_offsets, consume_all, create_topic, end_offsets
+from testbed.kafka.produce import produce_events
+from testbed.support.local_ports import free_ports
 from tests.integration.reliability_support import REPO, job_args, make_topics, run_job
 from transforms.events import DeadLetter
 from transforms.kafka.records import SourcePosition

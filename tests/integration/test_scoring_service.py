@@ -21,8 +21,8 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testbed.scoring_model import MODEL_VERSION, score_txn
-from testbed.scoring_process import ScoringServiceProcess
+from testbed.scoring.model import MODEL_VERSION, score_txn
+from testbed.scoring.process import ScoringServiceProcess
 
 pytestmark = pytest.mark.integration
 Factory = Callable[..., ScoringServiceProcess]
@@ -396,7 +396,7 @@ def test_token_is_required_when_configured_and_never_logged(scoring_service_fact
 )
 def test_bad_flags_exit_2_with_one_stderr_line(args: list[str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "testbed.scoring_service", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "testbed.scoring", *args], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
     assert done.stdout == ""

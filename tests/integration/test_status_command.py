@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from pipelines.status import DRAINING, EXIT_NO_TOPIC, EXIT_OK, IDLE, STALLED, main, sample_twice
-from testbed.kafka_admin import committed_offsets, consume_all, end_offsets
-from testbed.produce import produce_events
+from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
+from testbed.kafka.produce import produce_events
 from transforms.kafka.connection import KafkaConnection, with_retries
 from transforms.kafka.lag import LagProbe
 
@@ -62,7 +62,7 @@ def test_known_lag_ages_and_stalled_verdict(bootstrap_servers, backlog) -> None:
 def test_moving_the_committed_offset_between_samples_reads_as_draining(bootstrap_servers, backlog, capsys) -> None:
     topic, group, ends, _ = backlog
     moved = (ends[0] - ends[0] // 2) // 2
-    code = main([f"--bootstrap_servers={bootstrap_servers}", f"--group={group}", f"--topic={topic}",
+    code = main([f"--bootstrap_servers={bootstrap_servers}", f"--group_id={group}", f"--input_topic={topic}",
                  "--interval=2"], sleep=lambda s: commit(bootstrap_servers, group, topic, {0: ends[0] // 2 + moved}))
     out = capsys.readouterr().out.splitlines()
     assert code == EXIT_OK
@@ -75,13 +75,13 @@ def test_moving_the_committed_offset_between_samples_reads_as_draining(bootstrap
 def test_cli_subprocess_prints_the_table_and_fails_cleanly_on_a_missing_topic(bootstrap_servers, backlog) -> None:
     topic, group, ends, _ = backlog
     proc = subprocess.run([sys.executable, "-m", "pipelines.status", f"--bootstrap_servers={bootstrap_servers}",
-                           f"--group={group}", f"--topic={topic}", "--interval=0.5"],
+                           f"--group_id={group}", f"--input_topic={topic}", "--interval=0.5"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == EXIT_OK, proc.stderr
     total = sum(ends.values()) - ends[0] // 2 - ends[2]
     assert f"lag {total}," in proc.stdout and proc.stdout.rstrip().endswith(STALLED)
     proc = subprocess.run([sys.executable, "-m", "pipelines.status", f"--bootstrap_servers={bootstrap_servers}",
-                           f"--group={group}", "--topic=no-such-topic", "--interval=0.1"],
+                           f"--group_id={group}", "--input_topic=no-such-topic", "--interval=0.1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == EXIT_NO_TOPIC
     assert proc.stderr.strip().splitlines() == ["error: topic 'no-such-topic' does not exist on "

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from pipelines.options import EnrichPaymentsOptions, parse_options, validate, validate_runner
-from testbed.flink_jobserver import FLINK_MINOR
+from testbed.flink.jobserver import FLINK_MINOR
 from transforms.contract.loader import load_contract
 
 ROOT = Path(__file__).resolve().parents[2]

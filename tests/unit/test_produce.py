@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from testbed import produce
+from testbed.kafka import produce
 
 
 @pytest.mark.parametrize(("text", "per_s"), [

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from testbed.scoring_model import MODEL_VERSION, decide, score_txn
+from testbed.scoring.model import MODEL_VERSION, decide, score_txn
 
 
 def spec_score(txn_id: str) -> float:

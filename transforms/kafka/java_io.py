@@ -2,7 +2,7 @@
 
 Runs on Flink only, without Docker: the expansion service is started with
 `--defaultEnvironmentType=EMBEDDED`, so the Java transforms run inside the Flink
-JVM, whose job-server jar must carry KafkaIO (testbed/kafka_expansion.py).
+JVM, whose job-server jar must carry KafkaIO (testbed/kafka/expansion.py).
 
 Offsets are still committed by `CommitOffsets`, from acks, never by KafkaIO
 (`commit_offset_in_finalize` would commit what was *read* before a checkpoint,

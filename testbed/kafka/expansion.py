@@ -10,7 +10,7 @@ assembled from Maven Central artifacts and cached in .cache/kafka-expansion/:
 - a Flink job server with KafkaIO on its classpath (deploy/local/flink/pom.xml,
   profile `kafka-io`): EMBEDDED transforms load their classes from the runner's JVM.
 
-    python -m testbed.kafka_expansion build [--force]   # prints both jar paths
+    python -m testbed.kafka.expansion build [--force]   # prints both jar paths
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pipelines.local_jars import BEAM_VERSION, KAFKA_EXPANSION_JAR, KAFKA_JOB_SERVER_JAR
-from testbed import flink_jobserver
-from testbed.cached_build import build_main, maven_shaded_jar
+from testbed.flink import jobserver
+from testbed.support.cached_build import build_main, maven_shaded_jar
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = REPO_ROOT / "deploy" / "local" / "kafka-expansion" / "pom.xml"
 CACHE_DIR = KAFKA_EXPANSION_JAR.parent
 EXPANSION_JAR = KAFKA_EXPANSION_JAR
@@ -46,14 +46,14 @@ def build(force: bool = False) -> KafkaJars:
     expansion = maven_shaded_jar(POM, EXPANSION_JAR, KafkaExpansionError, [f"beam.version={BEAM_VERSION}"],
                                  force=force)
     try:
-        job_server = flink_jobserver.build(force, JOB_SERVER_JAR, profiles=("kafka-io",))
-    except flink_jobserver.JobServerError as err:
+        job_server = jobserver.build(force, JOB_SERVER_JAR, profiles=("kafka-io",))
+    except jobserver.JobServerError as err:
         raise KafkaExpansionError(str(err)) from err
     return KafkaJars(expansion, job_server)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return build_main("kafka_expansion", __doc__.split("\n")[0], "KafkaIO jars", build, KafkaExpansionError, argv)
+    return build_main("kafka.expansion", __doc__.split("\n")[0], "KafkaIO jars", build, KafkaExpansionError, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Synthetic payment-event producer: a paced stream or a backlog, optionally with bad records.
 
-    python -m testbed.produce --bootstrap_servers 127.0.0.1:9092 --topic payments \\
+    python -m testbed.kafka.produce --bootstrap_servers 127.0.0.1:9092 --topic payments \\
         [--partitions 8 --create_topic] [--rate 100000/min] [--duration 120s | --count N]
-    python -m testbed.produce ... --backlog 1000000 [--malformed_fraction 0.01] [--manifest ids.jsonl]
+    python -m testbed.kafka.produce ... --backlog 1000000 [--malformed_fraction 0.01] [--manifest ids.jsonl]
 
 Pacing is a token budget (`rate * elapsed - sent` per 10 ms tick), so the long-run
 rate holds even when a tick overruns. Without --duration/--count it runs until Ctrl-C.
@@ -27,8 +27,8 @@ from typing import IO, Any, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from testbed import events
-from testbed.kafka_admin import admin_client, create_topic
+from testbed.kafka import synthetic_events
+from testbed.kafka.admin import admin_client, create_topic
 
 DEFAULT_RATE_PER_S = 100_000 / 60  # the seed's 100,000 events/min
 TICK_S = 0.01
@@ -114,7 +114,7 @@ def produce_events(
     seed: int = 0,
     *,
     run_id: str | None = None,
-    accounts: int = events.DEFAULT_ACCOUNTS,
+    accounts: int = synthetic_events.DEFAULT_ACCOUNTS,
     create_partitions: int | None = None,
     manifest: Path | None = None,
     keep_ids: bool = True,
@@ -145,21 +145,21 @@ def produce_events(
     manifest_file: IO[str] | None = manifest.open("w") if manifest else None
 
     def send(seq: int) -> None:
-        event = events.make_event(seq, rng, run_id=run_id, accounts=accounts)
+        event = synthetic_events.make_event(seq, rng, run_id=run_id, accounts=accounts)
         kind: str | None = None
         if is_malformed(seq):
-            kind = events.malformed_kind(summary.malformed)
-            value = events.corrupt(event, kind, rng)
+            kind = synthetic_events.malformed_kind(summary.malformed)
+            value = synthetic_events.corrupt(event, kind, rng)
             summary.malformed += 1
             if keep_ids:
                 summary.malformed_ids[event["txn_id"]] = kind
         else:
-            value = events.encode(event)
+            value = synthetic_events.encode(event)
             if keep_ids:
                 summary.txn_ids.append(event["txn_id"])
         while True:
             try:
-                producer.produce(topic, value, events.message_key(event, kind), on_delivery=summary.on_delivery)
+                producer.produce(topic, value, synthetic_events.message_key(event, kind), on_delivery=summary.on_delivery)
                 break
             except BufferError:  # local queue full: let deliveries drain it
                 producer.poll(0.05)
@@ -241,7 +241,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m testbed.produce", description=__doc__,
+    parser = _Parser(prog="python -m testbed.kafka.produce", description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap_servers", default="127.0.0.1:9092")
     parser.add_argument("--topic", default="payments")
@@ -253,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     amount.add_argument("--count", type=_positive_int, help="stop after N events")
     amount.add_argument("--backlog", type=_positive_int, help="N events as fast as possible (no pacing)")
     parser.add_argument("--malformed_fraction", type=float, default=0.0, help="share of bad records, e.g. 0.01")
-    parser.add_argument("--accounts", type=_positive_int, default=events.DEFAULT_ACCOUNTS)
+    parser.add_argument("--accounts", type=_positive_int, default=synthetic_events.DEFAULT_ACCOUNTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run_id", default=None, help="txn_id infix (default: random)")
     parser.add_argument("--manifest", type=Path, help="write one JSON line {seq, txn_id, kind} per event")

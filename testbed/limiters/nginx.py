@@ -6,7 +6,7 @@ way many real APIs are fronted. The binary comes from Debian's package
 (`apt-get download nginx` + `dpkg -x`, no root, nothing installed system-wide)
 into .cache/nginx/ once; `NginxLimiter` runs it with a generated config.
 
-    python -m testbed.nginx_limiter build          # prints the binary path
+    python -m testbed.limiters.nginx build          # prints the binary path
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from testbed.cached_build import build_main
-from testbed.local_ports import NotListening, free_ports, terminate, wait_listening
+from testbed.support.cached_build import build_main
+from testbed.support.local_ports import NotListening, free_ports, terminate, wait_listening
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO_ROOT / ".cache" / "nginx"
 BINARY = CACHE_DIR / "root" / "usr" / "sbin" / "nginx"
 READY_TIMEOUT_S = 15.0
@@ -133,7 +133,7 @@ class NginxLimiter:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return build_main("nginx_limiter", __doc__.split("\n")[0], "nginx binary", fetch, NginxError, argv)
+    return build_main("limiters.nginx", __doc__.split("\n")[0], "nginx binary", fetch, NginxError, argv)
 
 
 if __name__ == "__main__":

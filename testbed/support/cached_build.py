@@ -1,4 +1,4 @@
-"""What the cached builds share: the CLI (`python -m testbed.flink_jobserver build`, `... prism build`)
+"""What the cached builds share: the CLI (`python -m testbed.flink.jobserver build`, `... prism.runner build`)
 and the locked, atomic Maven build of a shaded jar."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Reproduce (or rule out) element loss in stateful stages on Prism, without Kafka or project code.
 
-    python -m testbed.prism_repro --runner prism|fnapi --runs N [--shape SHAPE] [options]
-    python -m testbed.prism_repro --runner prism --probe finalizer|sdf [--runs N]
+    python -m testbed.prism.repro --runner prism|fnapi --runs N [--shape SHAPE] [options]
+    python -m testbed.prism.repro --runner prism --probe finalizer|sdf [--runs N]
 
 The pipeline is Create(N keyed elements over K keys) -> Reshuffle -> <shape> -> a
 sink fused after it. Shapes:
@@ -66,7 +66,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAPES = ("bag", "bag-nostall", "memory-keyed", "memory-plain", "bag-reshuffle", "rmw")
 PROBES = ("finalizer", "sdf")
 UNBOUNDED_STOP = 2 ** 63 - 1
@@ -519,8 +519,8 @@ def runner_args(args: argparse.Namespace, run_dir: Path) -> list[str]:
         return ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
     binary = Path(args.prism_location) if args.prism_location else None
     if binary is None:
-        from testbed import prism
-        binary = prism.build()
+        from testbed.prism import runner as prism_runner
+        binary = prism_runner.build()
     native = []
     if args.prism_log_level:
         binary = _prism_wrapper(binary.resolve(), run_dir, args.prism_log_level)
@@ -730,7 +730,7 @@ def analyse_prism_log(path: Path) -> dict:
 # Driver (parent process)
 # ---------------------------------------------------------------------------
 def _child_cmd(args: argparse.Namespace, run_dir: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "testbed.prism_repro", "--one_run", "--run_dir", str(run_dir),
+    cmd = [sys.executable, "-m", "testbed.prism.repro", "--one_run", "--run_dir", str(run_dir),
            "--runner", args.runner, "--shape", args.shape, "--elements", str(args.elements),
            "--keys", str(args.keys), "--batch", str(args.batch), "--stalls", str(args.stalls),
            "--stall_s", str(args.stall_s)]
@@ -834,7 +834,7 @@ def verdict(args: argparse.Namespace, results: list[dict], errors: int) -> tuple
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m testbed.prism_repro", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m testbed.prism.repro", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--runner", choices=("prism", "fnapi"), default="prism")
     parser.add_argument("--runs", type=int, default=1)
@@ -845,7 +845,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--stalls", type=int, default=4, help="elements that sleep (spread over the id range)")
     parser.add_argument("--stall_s", type=float, default=1.0)
-    parser.add_argument("--prism_location", default=None, help="Prism binary (default: testbed.prism's build)")
+    parser.add_argument("--prism_location", default=None, help="Prism binary (default: testbed.prism.runner's build)")
     parser.add_argument("--prism_log_level", choices=("debug", "info", "warn", "error"), default=None,
                         help="run Prism through a wrapper with this log level, JSON log kept per run")
     parser.add_argument("--streaming", action="store_true", help="pass --streaming to the pipeline")
@@ -871,5 +871,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Run the imported module, not __main__: its DoFns then pickle by reference
     # (cloudpickle, the default in newer SDKs, pickles __main__ classes by value).
-    from testbed import prism_repro
-    sys.exit(prism_repro.main())
+    from testbed.prism import repro
+    sys.exit(repro.main())

@@ -1,6 +1,6 @@
 """Local fraud-scoring service: a capacity-limited HTTP stand-in for the real model.
 
-Run ``python -m testbed.scoring_service --help`` for the flags. Endpoints:
+Run ``python -m testbed.scoring --help`` for the flags. Endpoints:
 ``POST /score`` (JSON array of ``{"txn_id": ...}``), ``GET /stats``,
 ``GET /stats/txns``, ``GET /healthz``, ``POST /admin/fault``,
 ``GET|POST /admin/config``, ``POST /admin/reset``. It prints exactly one

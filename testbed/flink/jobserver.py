@@ -7,7 +7,7 @@ dependencies into the same kind of jar Beam releases as
 build needs the network. Beam's Python FlinkRunner takes it through
 `--flink_job_server_jar`; `JobServer` runs one for a whole test session.
 
-    python -m testbed.flink_jobserver build [--force]     # prints the jar path
+    python -m testbed.flink.jobserver build [--force]     # prints the jar path
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from types import TracebackType
 import grpc
 
 from pipelines.local_jars import BEAM_VERSION, FLINK_JOB_SERVER_JAR, FLINK_MINOR
-from testbed.cached_build import build_main, maven_shaded_jar
-from testbed.local_ports import terminate
+from testbed.support.cached_build import build_main, maven_shaded_jar
+from testbed.support.local_ports import terminate
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = REPO_ROOT / "deploy" / "local" / "flink" / "pom.xml"
 CACHE_DIR = FLINK_JOB_SERVER_JAR.parent
 JAR = FLINK_JOB_SERVER_JAR
@@ -49,7 +49,7 @@ def build(force: bool = False, jar: Path = JAR, profiles: Sequence[str] = ()) ->
     """Return the job-server jar, building it with Maven unless it is already there.
 
     `profiles` are Maven profiles of the POM (`kafka-io` adds Java KafkaIO, see
-    testbed/kafka_expansion.py); a jar built with other profiles needs its own path.
+    testbed/kafka/expansion.py); a jar built with other profiles needs its own path.
     """
     return maven_shaded_jar(POM, jar, JobServerError, [f"beam.version={BEAM_VERSION}", f"flink.minor={FLINK_MINOR}"],
                             profiles, force)
@@ -128,7 +128,7 @@ class JobServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return build_main("flink_jobserver", __doc__.split("\n")[0], "job-server jar", build, JobServerError, argv)
+    return build_main("flink.jobserver", __doc__.split("\n")[0], "job-server jar", build, JobServerError, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from testbed.local_ports import NotListening, free_ports, terminate, wait_listening
+from testbed.support.local_ports import NotListening, free_ports, terminate, wait_listening
 
 READY_TIMEOUT_S = 30.0
 

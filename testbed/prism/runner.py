@@ -5,7 +5,7 @@ reach; building `github.com/apache/beam/sdks/v2/go/cmd/prism@v<beam>` through th
 Go module proxy gives the same binary. It is cached in .cache/prism/bin, and
 pipelines use it with `--runner=PrismRunner --prism_location=<binary>`.
 
-    python -m testbed.prism build [--force]     # prints the binary path
+    python -m testbed.prism.runner build [--force]     # prints the binary path
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from testbed.cached_build import build_main
+from testbed.support.cached_build import build_main
 
 BEAM_VERSION = version("apache-beam")  # Prism must match the installed SDK exactly
 GO_MODULE = "github.com/apache/beam/sdks/v2"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = REPO_ROOT / ".cache" / "prism" / "bin"
 # `go install` names the binary after the package; the version goes into the
 # directory so a Beam bump never reuses an old binary.
@@ -66,7 +66,7 @@ def runner_args(binary: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return build_main("prism", __doc__.split("\n")[0], "Prism binary", build, PrismBuildError, argv)
+    return build_main("prism.runner", __doc__.split("\n")[0], "Prism binary", build, PrismBuildError, argv)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from typing import Any
 
 import requests
 
-from testbed.local_ports import terminate
 from testbed.scoring.config import TOKEN_ENV
 from testbed.scoring.server import LISTENING
+from testbed.support.local_ports import terminate
 
 
 class ServiceStartError(RuntimeError):
@@ -42,7 +42,7 @@ def service_args(**flags: Any) -> list[str]:
 
 
 class ScoringServiceProcess:
-    """``python -m testbed.scoring_service --port 0 ARGS`` with a small client for its endpoints.
+    """``python -m testbed.scoring --port 0 ARGS`` with a small client for its endpoints.
 
     ``token`` is handed to the child through ``$SCORING_TOKEN`` (not argv, so it
     never shows in ``ps``) and sent on every helper call. Logs go to
@@ -85,7 +85,7 @@ class ScoringServiceProcess:
         out_path, err_path = self.log_dir / "scoring.stdout", self.log_dir / "scoring.stderr"
         with out_path.open("wb") as out, err_path.open("wb") as err:
             self._proc = subprocess.Popen(
-                [self.python, "-m", "testbed.scoring_service", *self.args], stdout=out, stderr=err, env=env
+                [self.python, "-m", "testbed.scoring", *self.args], stdout=out, stderr=err, env=env
             )
         deadline = time.monotonic() + self.startup_timeout_s
         while True:

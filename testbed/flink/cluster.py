@@ -6,11 +6,11 @@ their own venv (.flink-venv), because apache-flink's Python requirements clash w
 this project's Beam. The cluster gets its own config dir, logs and pid files under
 .cache/run/flink, so the installed distribution is never edited.
 
-    python -m testbed.flink_cluster up [--rest-port 8081]
-    python -m testbed.flink_cluster status | down
+    python -m testbed.flink.cluster up [--rest-port 8081]
+    python -m testbed.flink.cluster status | down
 
 Pipelines reach it with `--runner=FlinkRunner --flink_master=localhost:8081
---flink_version=1.19 --flink_job_server_jar=<jar>` (see testbed.flink_jobserver).
+--flink_version=1.19 --flink_job_server_jar=<jar>` (see testbed.flink.jobserver).
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from testbed.local_ports import free_ports
+from testbed.support.local_ports import free_ports
 
 FLINK_VERSION = "1.19.3"  # newest 1.19.x on PyPI; its minor must match flink_jobserver.FLINK_MINOR
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV = REPO_ROOT / ".flink-venv"
 RUN_DIR = REPO_ROOT / ".cache" / "run" / "flink"
 DEFAULT_REST_PORT = 8081
@@ -64,7 +64,7 @@ def flink_home(venv: Path = VENV) -> Path:
     """The pyflink package dir of the Flink venv: a complete FLINK_HOME."""
     homes = sorted(venv.glob("lib/python3*/site-packages/pyflink"))
     if not homes or not (homes[-1] / "bin" / "start-cluster.sh").is_file():
-        raise ClusterError(f"no Flink distribution in {venv}: run `python -m testbed.flink_cluster up` to install it")
+        raise ClusterError(f"no Flink distribution in {venv}: run `python -m testbed.flink.cluster up` to install it")
     return homes[-1]
 
 
@@ -265,7 +265,7 @@ def _kill_leftovers(run_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.flink_cluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m testbed.flink.cluster", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument("--rest-port", type=int, default=DEFAULT_REST_PORT)
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Stand-in for Kafka: a local broker, admin helpers, the KafkaIO expansion jars, a producer and its synthetic events."""

@@ -1,0 +1,1 @@
+"""Stand-ins for foreign rate limiters in front of the scoring service (nginx limit_req)."""

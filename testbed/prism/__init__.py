@@ -1,0 +1,1 @@
+"""Beam's Prism runner: its cached build and the reproduction of its failures."""
