@@ -76,8 +76,8 @@ class _WriteFn(beam.DoFn):
         self._on_failure: Callable[[KafkaError | None, Message], None] | None = None   # per bundle
         self._sent: dict[tuple[str, int], OffsetRangeSet] = {}
         self._failures: list[str] = []
-        self._sent_records = 0
-        self._sent_bytes = 0
+        self._acked_records = 0
+        self._acked_bytes = 0
         self._delivery_errors = 0
         self._since_poll = 0
 
@@ -94,7 +94,7 @@ class _WriteFn(beam.DoFn):
         self._on_failure = functools.partial(self._report, self._generation)
         self._sent = {}
         self._failures = []
-        self._sent_records = self._sent_bytes = self._delivery_errors = 0
+        self._acked_records = self._acked_bytes = self._delivery_errors = 0
         self._since_poll = 0
 
     def process(self, element: Any) -> Iterable[OffsetAck]:
@@ -114,14 +114,13 @@ class _WriteFn(beam.DoFn):
             except KafkaException as exc:  # e.g. a record over message.max.bytes
                 raise KafkaWriteError(f"produce to {record.topic} failed: {exc}") from exc
         self._sent_source(record.source)
-        self._sent_records += 1
-        self._sent_bytes += len(record.value) + len(record.key or b"")
         self._since_poll += 1
         if self._since_poll >= _POLL_EVERY:
-            # Serve failure reports now and then, not per record.
+            # Serve delivery reports now and then, not per record.
             self._since_poll = 0
             self._producer.poll(0)
             self._raise_on_failures()
+            self._count_acked()
             if self._commits is not None and time.monotonic() >= self._next_commit:
                 self._commit_delivered()   # looked at with the polls, not per record
         return ()
@@ -145,8 +144,7 @@ class _WriteFn(beam.DoFn):
                                   f"{self._flush_timeout_s:g} s flush")
         self._raise_on_failures()
         # Nothing queued, nothing failed: every record of the bundle is delivered.
-        _RECORDS_WRITTEN.inc(self._sent_records)
-        _BYTES_WRITTEN.inc(self._sent_bytes)
+        self._count_acked()
         delivered, self._sent = self._sent, {}
         for (topic, partition), ranges in delivered.items():
             # Stamped now: the acks only travel on to the committer, in the global window.
@@ -160,9 +158,20 @@ class _WriteFn(beam.DoFn):
             self._commits.close()
             self._commits = None
 
+    def _count_acked(self) -> None:
+        """Records acknowledged so far count as written now, not when the bundle ends (a drain's
+        bundle can last minutes); on the bundle thread, so Beam records them too."""
+        _RECORDS_WRITTEN.inc(self._acked_records)
+        _BYTES_WRITTEN.inc(self._acked_bytes)
+        self._acked_records = self._acked_bytes = 0
+
     def _report(self, generation: int, err: KafkaError | None, msg: Message) -> None:
-        """Notes a failed delivery (a delivered record needs nothing); runs inside poll() and flush()."""
-        if generation != self._generation or err is None:
+        """Counts a delivery or notes a failed one; runs inside poll() and flush()."""
+        if generation != self._generation:
+            return
+        if err is None:
+            self._acked_records += 1
+            self._acked_bytes += len(msg) + len(msg.key() or b"")
             return
         self._delivery_errors += 1
         self._failures.append(f"{msg.topic()}: {err.name()}: {err.str()}")
