@@ -48,6 +48,9 @@ class InstantRuntime:
     def gauges(self) -> dict[str, float]:
         return {"rate_limit_rps": 0.0, "in_flight": 0, "in_flight_limit": 0}
 
+    def take_throttled_ms(self) -> int:
+        return 0
+
 
 class _LatencyOnlyCaller:
     """Encodes the request like the real caller, then answers like the default scoring service,

@@ -84,6 +84,9 @@ class FakeRuntime:
     def gauges(self) -> dict[str, float]:
         return {"rate_limit_rps": 10.0, "in_flight": 0, "in_flight_limit": 4}
 
+    def take_throttled_ms(self) -> int:
+        return 0
+
 
 class FakeRuntimeFactory:
     def __init__(self, run: str) -> None:

@@ -43,6 +43,7 @@ from transforms.control.limits import RateLimit
 from transforms.control.pacer import Pacer
 from transforms.control.retry_budget import RetryBudget
 from transforms.control.signals import AttemptKind, AttemptResult
+from transforms.control.wait_time import WaitTime
 
 
 @dataclass
@@ -52,7 +53,6 @@ class CallOutcome:
     attempts: int = 0
     reasons: list[str] = field(default_factory=list)   # one per attempt
     latencies_s: list[float] = field(default_factory=list)
-    throttled_s: float = 0.0                           # waited on pacer, backoff and budget
     last_status: int | None = None
     failure: str | None = None                         # why it gave up, a short code (the dead letter's reason)
     error: str | None = None                           # the same as one line for people
@@ -106,6 +106,7 @@ class AdaptiveThrottle:
         self.deadline_s = deadline_s
         self.request_timeout_s = request_timeout_s
         self._clock = clock
+        self.waiting = WaitTime(clock)        # the union of the waits, for the `throttled_ms` metric
         self._rng = rng or random.Random()
         self.outstanding_factor = outstanding_factor
         self._tick_lock = threading.Lock()
@@ -141,20 +142,16 @@ class AdaptiveThrottle:
                     if clock.now() + wait > deadline:
                         return _gave_up(out, "deadline", f"retry budget exhausted until the batch deadline "
                                                          f"after {out.attempts} attempts: {_last(out)}")
-                    out.throttled_s += wait
-                    yield Park(wait)
+                    yield from self._waiting_on(Park(wait))
             while (slot := self.pacer.reserve()) is None:
-                out.throttled_s += self.pacer.horizon_s
-                yield Sleep(self.pacer.horizon_s)
+                yield from self._waiting_on(Sleep(self.pacer.horizon_s))
             if slot > 0:
-                out.throttled_s += slot
-                yield Sleep(slot)
+                yield from self._waiting_on(Sleep(slot))
             left = deadline - clock.now()
             if left <= 0:
                 return _gave_up(out, "deadline", f"deadline passed after {out.attempts} attempts: {_last(out)}")
             result, latency = yield Attempt(min(self.request_timeout_s, left), left)
             if result is None:
-                out.throttled_s += latency
                 return _gave_up(out, "deadline", f"deadline passed waiting for an in-flight slot after "
                                                  f"{out.attempts} attempts: {_last(out)}")
             out.attempts += 1
@@ -181,8 +178,15 @@ class AdaptiveThrottle:
             delay = self.backoff.delay(failures, result.retry_after_s)
             if clock.now() + delay > deadline:
                 return _gave_up(out, "deadline", f"deadline exceeded after {out.attempts} attempts: {_said(result)}")
-            out.throttled_s += delay
-            yield Park(delay)
+            yield from self._waiting_on(Park(delay))
+
+    def _waiting_on(self, step: Sleep | Park) -> Generator[Step, Any, None]:
+        """Yields one wait, counted in `waiting` while it lasts (however the call ends)."""
+        self.waiting.begin()
+        try:
+            yield step
+        finally:
+            self.waiting.end()
 
     def started(self) -> None:
         """An attempt is about to go out (the driver calls this holding its in-flight slot)."""

@@ -89,6 +89,9 @@ class Runtime(Protocol):
     def gauges(self) -> dict[str, float]:
         """Current values of the `rate_limit_rps`, `in_flight` and `in_flight_limit` gauges."""
 
+    def take_throttled_ms(self) -> int:
+        """Wall time since the previous take during which a batch waited on the throttle (`WaitTime`)."""
+
 
 RuntimeFactory = Callable[[ThrottleSettings, Caller[Any], str], Runtime]
 
@@ -186,6 +189,9 @@ class EnrichmentRuntime:
     def gauges(self) -> dict[str, float]:
         return {"rate_limit_rps": self.throttle.controller.rate, "in_flight": self.throttle.inflight.in_flight,
                 "in_flight_limit": self.throttle.inflight.limit}
+
+    def take_throttled_ms(self) -> int:
+        return self.throttle.waiting.take_ms()
 
     def close(self) -> None:
         """Waits for the batches still running (each ends by its deadline), then stops the threads

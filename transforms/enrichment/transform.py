@@ -84,7 +84,6 @@ def record_batch(result: BatchResult) -> None:
     _BATCHES.inc()
     _BATCH_SIZE.observe(events)
     _RETRIES.inc(max(0, out.attempts - 1))
-    _THROTTLED_MS.inc(int(out.throttled_s * 1000))
     if events - dead:
         _EVENTS_SCORED.inc(events - dead)
     if dead:
@@ -191,6 +190,7 @@ class _EnrichBatchesFn(beam.DoFn):
             result = future.result()
             self._runtime.account(result)      # raises when the job must stop: before anything is emitted
             record_batch(result)
+            _THROTTLED_MS.inc(self._runtime.take_throttled_ms())
             yield from self._stamped(outcomes(result), stamps, block)
 
     @staticmethod

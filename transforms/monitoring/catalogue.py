@@ -66,8 +66,9 @@ _SPECS = (
                beam="enrich/batches"),
     MetricSpec("retries", COUNTER, INT64, "1", "Scoring attempts beyond the first, counted when the batch completes.",
                beam="enrich/retries"),
-    MetricSpec("throttled_ms", COUNTER, INT64, "ms", "Time batches waited on pacer, backoff and retry budget.",
-               beam="enrich/throttled_ms"),
+    MetricSpec("throttled_ms", COUNTER, INT64, "ms",
+               "Wall time during which at least one batch waited on the pacer, a backoff or the retry budget "
+               "(per worker process: never more than its wall time).", beam="enrich/throttled_ms"),
     MetricSpec("events_scored", COUNTER, INT64, "1", "Events scored successfully (goodput).",
                beam="enrich/events_scored"),
     MetricSpec("score_dead_letters", COUNTER, INT64, "1", "Events dead-lettered after scoring gave up.",
