@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
@@ -26,12 +27,20 @@ from transforms.monitoring.telemetry import TELEMETRY, Snapshot, Telemetry
 
 _LOG = logging.getLogger(__name__)
 
+#: The ETA divides the lag by the events completed per second over this long (one interval is noisy).
+ETA_WINDOW_S = 30.0
+
 
 @dataclass
 class _Sample:
     at: float
     snapshot: Snapshot
     lag: int | None
+
+
+def _completed(snap: Snapshot) -> int:
+    """Events finished either way: scored, or dead-lettered by the parser or the scorer."""
+    return snap.counter("events_scored") + snap.counter("parse_dead_letters") + snap.counter("score_dead_letters")
 
 
 def _format_eta(seconds: float | None) -> str:
@@ -48,7 +57,10 @@ class ProgressReporter:
         self._console = Console(file=self._out, highlight=False)
         self._live: Live | None = None
         self._started = clock()
+        # Counters are process-wide (a demo drains round after round in one process): a run shows its own.
         self._previous = _Sample(self._started, telemetry.snapshot(), None)
+        self._base = self._previous.snapshot
+        self._window: deque[_Sample] = deque([self._previous])
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -93,20 +105,28 @@ class ProgressReporter:
         return line
 
     def line(self) -> str:
-        """One progress line from the change since the previous call."""
+        """One progress line: totals of this run, rates over the last interval, the ETA over the last
+        `ETA_WINDOW_S` (lag / events completed per second)."""
         now, snap = self._clock(), self._telemetry.snapshot()
         lag = self._total_lag()
-        prev, self._previous = self._previous, _Sample(now, snap, lag)
+        prev, current = self._previous, _Sample(now, snap, lag)
+        self._previous = current
+        self._window.append(current)
+        while len(self._window) > 2 and now - self._window[1].at >= ETA_WINDOW_S:
+            self._window.popleft()
+        oldest = self._window[0]
+        run = lambda name: snap.counter(name) - self._base.counter(name)  # noqa: E731
         dt = max(now - prev.at, 1e-9)
         c, p = snap.counter, prev.snapshot.counter
         attempts = c("requests") - p("requests")
         share_429 = (c("requests", outcome="429") - p("requests", outcome="429")) / attempts if attempts else 0.0
-        drain = (prev.lag - lag) / dt if prev.lag is not None and lag is not None else None
-        eta = 0.0 if lag == 0 else (lag / drain if lag is not None and drain and drain > 0 else None)
+        throttled = min(1.0, (c("throttled_ms") - p("throttled_ms")) / (dt * 1000))
+        done_rate = (_completed(snap) - _completed(oldest.snapshot)) / max(now - oldest.at, 1e-9)
+        eta = 0.0 if lag == 0 else (lag / done_rate if lag is not None and done_rate > 0 else None)
         gauge = lambda name, fmt: "-" if snap.gauge(name) is None else format(snap.gauge(name), fmt)  # noqa: E731
-        return (f"[{now - self._started:6.0f}s] consumed {c('events_in'):,} written {c('records_written'):,} "
-                f"dead {c('parse_dead_letters') + c('score_dead_letters'):,} | "
-                f"scored {(c('events_scored') - p('events_scored')) / dt:,.0f}/s | "
+        return (f"[{now - self._started:6.0f}s] consumed {run('events_in'):,} written {run('records_written'):,} "
+                f"dead {run('parse_dead_letters') + run('score_dead_letters'):,} | "
+                f"done {(_completed(snap) - _completed(prev.snapshot)) / dt:,.0f}/s | throttled {throttled:.0%} | "
                 f"in-flight {gauge('in_flight', '.0f')}/{gauge('in_flight_limit', '.0f')} | "
                 f"rate {gauge('rate_limit_rps', ',.1f')} rps | 429 {share_429:.1%} | "
                 f"lag {'?' if lag is None else f'{lag:,}'} | ETA {_format_eta(eta)}")

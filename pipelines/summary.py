@@ -64,33 +64,59 @@ class RunSummary:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
+    def rows(self) -> list[tuple[str, str]]:
+        """The table: per-run totals, partitions folded per topic, rows that are zero left out
+        where zero is the normal case (the JSON keeps everything)."""
+        c, wall = self.counter, self.wall_s
+        d, latency = self.derived(), self._dist("request_latency_ms")
+        rows = [("events read", f"{c('events_in'):,}"),
+                ("events scored", f"{c('events_scored'):,} ({d['events_per_s']:,.0f}/s)"),
+                ("dead letters", f"{c('parse_dead_letters') + c('score_dead_letters'):,} "
+                                 f"(parse {c('parse_dead_letters'):,}, scoring {c('score_dead_letters'):,})"),
+                ("records written", f"{c('records_written'):,}"),
+                ("batches", f"{c('batches'):,} ({self._dist('batch_size').get('mean', 0):.1f} events each)"),
+                ("requests", ", ".join(f"{k} {n:,}" for k in REQUEST_OUTCOMES if (n := c("requests", outcome=k)))
+                 or "0"),
+                ("attempts per batch", f"{d['attempts_per_batch']:.3f} ({d['share_429']:.2%} answered 429)"),
+                ("request latency", f"mean {latency.get('mean', 0):.0f} ms, max {latency.get('max', 0):.0f} ms"),
+                ("time throttled", f"{c('throttled_ms') / 1000:.1f} s "
+                                   f"({c('throttled_ms') / 1000 / wall if wall else 0:.0%} of wall time)")]
+        rows += [(label, f"{c(name):,}") for label, name in _WHEN_NONZERO if c(name)]
+        rows += [(f"committed: {topic}", text) for topic, text in self._committed_by_topic()]
+        return rows
+
+    def _dist(self, name: str) -> dict[str, float]:
+        return self.distributions.get(CATALOGUE[name].beam_key(), {})
+
+    def _committed_by_topic(self) -> list[tuple[str, str]]:
+        """The `committed_offset` gauges folded per topic: partitions, their sum and the lowest one."""
+        prefix = CATALOGUE["committed_offset"].beam_key(topic="", partition="").rstrip("/")
+        by_topic: dict[str, dict[int, int]] = {}
+        for name, value in self.gauges.items():
+            if name.startswith(prefix + "/"):
+                topic, _, partition = name[len(prefix) + 1:].rpartition("/")
+                by_topic.setdefault(topic, {})[int(partition)] = value
+        out = []
+        for topic, offsets in sorted(by_topic.items()):
+            lowest = min(offsets, key=lambda p: (offsets[p], p))
+            out.append((topic, f"{len(offsets)} partitions, offsets {sum(offsets.values()):,} in all "
+                               f"(lowest: partition {lowest} at {offsets[lowest]:,}); "
+                               f"{self.counter('offset_commits'):,} advances"))
+        return out
+
     def print(self) -> None:
         table = Table(title=f"payment enrichment: {self.wall_s:.1f} s")
         table.add_column("metric")
         table.add_column("value", justify="right")
-        rows = [("events read", self.counter("events_in")),
-                ("events scored", self.counter("events_scored")),
-                ("dead letters (parse)", self.counter("parse_dead_letters")),
-                ("dead letters (scoring)", self.counter("score_dead_letters")),
-                ("records written", self.counter("records_written")),
-                ("batches", self.counter("batches")),
-                ("requests by outcome", ", ".join(f"{k}={self.counter('requests', outcome=k)}"
-                                                   for k in REQUEST_OUTCOMES)),
-                ("retries", self.counter("retries")),
-                ("time throttled (s)", f"{self.counter('throttled_ms') / 1000:.1f}"),
-                ("committed-offset advances", self.counter("offset_commits"))]
-        for name, dist in sorted(self.distributions.items()):
-            if dist.get("count"):
-                rows.append((f"{name} mean/max", f"{dist['mean']:.1f} / {dist['max']:.0f}"))
-        for name, value in sorted(self.gauges.items()):
-            rows.append((f"{name} (last)", value))
-        d = self.derived()
-        rows += [("scored events/s", f"{d['events_per_s']:.0f}"),
-                 ("attempts per batch", f"{d['attempts_per_batch']:.3f}"),
-                 ("429 share of attempts", f"{d['share_429']:.2%}")]
-        for name, value in rows:
-            table.add_row(name, str(value))
+        for name, value in self.rows():
+            table.add_row(name, value)
         Console().print(table)
+
+
+#: Rows shown only when not zero: zero is the normal case.
+_WHEN_NONZERO = (("retries", "retries"), ("offsets without a record", "skipped_offsets"),
+                 ("timestamps clamped", "clamped_timestamps"), ("delivery errors", "delivery_errors"),
+                 ("transactions", "transactions"), ("duplicates dropped", "duplicates_dropped"))
 
 
 def summarize(result: PipelineResult, wall_s: float) -> RunSummary:

@@ -60,24 +60,30 @@ class FakeProbe:
         pass
 
 
-def test_progress_line_reports_deltas_rates_and_eta() -> None:
+def test_progress_line_reports_this_run_rates_throttled_share_and_eta() -> None:
     clock, telemetry, out = FakeClock(), Telemetry(), io.StringIO()
+    telemetry.inc("events_in", 7000)                      # an earlier run in the same process
+    telemetry.inc("records_written", 6000)
     reporter = ProgressReporter(5, FakeProbe([1000, 600]), telemetry, out=out, clock=clock.now)
     telemetry.inc("events_in", 500)
     telemetry.inc("records_written", 480)
     telemetry.inc("parse_dead_letters", 3)
-    telemetry.inc("events_scored", 400)
+    telemetry.inc("events_scored", 397)
     telemetry.inc("requests", 90, outcome="ok")
     telemetry.inc("requests", 10, outcome="429")
+    telemetry.inc("throttled_ms", 2500)
     telemetry.set("in_flight", 7)
     telemetry.set("in_flight_limit", 32)
     telemetry.set("rate_limit_rps", 55.5)
     clock.advance(10)
     first = reporter.report()
-    assert "consumed 500 written 480 dead 3" in first and "scored 40/s" in first
+    assert "consumed 500 written 480 dead 3" in first and "done 40/s" in first and "throttled 25%" in first
     assert "in-flight 7/32" in first and "rate 55.5 rps" in first and "429 10.0%" in first
-    assert "lag 1,000 | ETA -" in first                   # no drain rate yet
+    assert "lag 1,000 | ETA 25s" in first                 # 400 completed in 10 s: 1,000 / 40
+    telemetry.inc("records_written", 400)                 # written rises as Kafka acknowledges
+    telemetry.inc("events_scored", 200)
     clock.advance(10)
     second = reporter.report()
-    assert "lag 600 | ETA 15s" in second                  # 400 drained in 10 s -> 600 / 40
+    assert "written 880" in second and "done 20/s" in second and "throttled 0%" in second
+    assert "lag 600 | ETA 20s" in second                  # 600 completed in 20 s: 600 / 30
     assert out.getvalue().splitlines() == [first, second]  # not a TTY: one plain line per report
