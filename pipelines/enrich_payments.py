@@ -62,6 +62,7 @@ from transforms.kafka.lag import LagProbe
 from transforms.kafka.read import ReadFromKafka, ReadSettings
 from transforms.kafka.write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
+from transforms.monitoring.prometheus import PrometheusConfig, parse_ports, stop_server
 from transforms.outputs import RecordEncoder
 
 LOG = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class EnrichPayments(beam.PTransform):
                                        max_records=None if self._streaming else o.max_records)
         outcomes = (pbegin
                     | "ReadKafka" >> reader
-                    | "ParseEvents" >> ParseEvents(self._contract.schema, monitoring_config(o))
+                    | "ParseEvents" >> ParseEvents(self._contract.schema, monitoring_config(o),
+                                                           prometheus_config(o))
                     | "Enrich" >> self._enrich)
         encode = RecordEncoder(self._contract, o.output_topic, o.dlq_topic)
         if o.delivery == "exactly_once":
@@ -142,6 +144,14 @@ def monitoring_config(opts: EnrichPaymentsOptions) -> MonitoringConfig | None:
         location=opts.monitoring_location, interval_s=opts.monitoring_interval,
         min_interval_s=opts.monitoring_min_interval, endpoint=opts.monitoring_endpoint,
         lag_topic=opts.input_topic, kafka=kafka_connection(opts))
+
+
+def prometheus_config(opts: EnrichPaymentsOptions) -> PrometheusConfig | None:
+    """None unless --prometheus_port is set."""
+    if opts.prometheus_port is None:
+        return None
+    return PrometheusConfig(ports=parse_ports(opts.prometheus_port), host=opts.prometheus_host,
+                            lag_topic=opts.input_topic, kafka=kafka_connection(opts))
 
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions, contract: Contract,
@@ -340,6 +350,7 @@ def run(argv: list[str] | None = None, enrich: beam.PTransform | None = None,
         progress.stop()
         if release:
             close_runtimes()
+            stop_server()  # the in-process workers' /metrics
             if opts.gcp_project:
                 from transforms.monitoring.exporter import stop_exporters  # the Google client loads only when used
                 stop_exporters()  # flushes the final values of in-process workers

@@ -9,6 +9,7 @@ import argparse
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from apache_beam.options.pipeline_options import (
@@ -25,6 +26,7 @@ from transforms.kafka.exactly_once import transaction_timeout_ms
 from transforms.kafka.read import ReadSettings
 from transforms.kafka.start import StartPosition
 from transforms.monitoring.config import MIN_INTERVAL_S
+from transforms.monitoring.prometheus import parse_ports
 
 # Runners whose job server contributes options Python cannot know in advance
 # (e.g. Flink's --checkpointing_interval); unknown flags pass through to them.
@@ -156,6 +158,11 @@ class EnrichPaymentsOptions(PipelineOptions):
                        help="Insecure MetricService endpoint instead of the Google API (emulators, tests).")
         m.add_argument("--monitoring_min_interval", type=float, default=MIN_INTERVAL_S,
                        help="Tests/emulators only (needs --monitoring_endpoint): lowers the per-series spacing.")
+        m.add_argument("--prometheus_port", default=None, metavar="PORT|FIRST-LAST",
+                       help="Serve live metrics at /metrics from each worker process, on the first free port of "
+                            "the range (off when unset).")
+        m.add_argument("--prometheus_host", default="0.0.0.0",
+                       help="Address the /metrics server binds (127.0.0.1: this machine only).")
         m.add_argument("--progress_interval", type=float, default=5.0,
                        help="Seconds between live progress lines of a local run (0 = quiet).")
         for action in [*g._group_actions, *m._group_actions]:
@@ -169,17 +176,43 @@ class _OneLineParser(_BeamArgumentParser):
         raise ConfigError(" ".join(message.split()))
 
 
+#: The runner options most jobs set; --help_beam lists all of Beam's.
+_BEAM_ESSENTIALS = ("--runner", "--streaming", "--flink_master", "--parallelism", "--environment_type",
+                    "--checkpointing_interval", "--direct_num_workers")
+_PROG = "python -m pipelines.enrich_payments"
+
+
+def _help_parser() -> argparse.ArgumentParser:
+    """This job's options alone (Beam's several hundred would bury them)."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG, usage="%(prog)s [OPTION=VALUE ...]", add_help=False,
+        description="Enrich a Kafka topic through a capacity-limited HTTP service.",
+        epilog=f"Runner options are Beam's ({', '.join(_BEAM_ESSENTIALS)}, ...): --help_beam lists them all.")
+    EnrichPaymentsOptions._add_argparse_args(parser)
+    return parser
+
+
+def job_default(name: str) -> Any:
+    """The default of one of this job's options (declared once, in `EnrichPaymentsOptions`)."""
+    return _help_parser().get_default(name)
+
+
 def parse_options(argv: list[str] | None) -> PipelineOptions:
-    """Parses argv strictly: unknown flags are errors (except for portable runners)."""
-    parser = _OneLineParser(allow_abbrev=False)
+    """Parses argv strictly: unknown flags are errors (except for portable runners). `-h`/`--help`
+    prints this job's options, `--help_beam` Beam's as well; both exit."""
+    argv = argv or []
+    parser = _OneLineParser(allow_abbrev=False, add_help=False, prog=_PROG)
     for cls in PipelineOptions.__subclasses__():
         _add_all(cls, parser)
-    known, unknown = parser.parse_known_args(argv or [])
+    if "-h" in argv or "--help" in argv or "--help_beam" in argv:
+        (parser if "--help_beam" in argv else _help_parser()).print_help()
+        raise SystemExit(0)
+    known, unknown = parser.parse_known_args(argv)
     if unknown and runner_name(getattr(known, "runner", None)) not in PASS_THROUGH_RUNNERS:
         # Names only: a mistyped flag's value may be a secret.
         names = " ".join(arg.split("=", 1)[0] for arg in unknown if arg.startswith("-"))
         raise ConfigError(f"unknown option(s): {names or f'{len(unknown)} stray argument(s)'} (see --help)")
-    return PipelineOptions(argv or [])
+    return PipelineOptions(argv)
 
 
 def _add_all(cls: type, parser: argparse.ArgumentParser, seen: set | None = None) -> None:
@@ -293,6 +326,11 @@ def validate_monitoring(opts: EnrichPaymentsOptions) -> None:
         raise ConfigError(f"--monitoring_interval must be >= {floor:g} s (got {opts.monitoring_interval})")
     if opts.gcp_project == "":
         raise ConfigError("--gcp_project must not be empty")
+    if opts.prometheus_port is not None:
+        try:
+            parse_ports(opts.prometheus_port)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def validate_runner(options: PipelineOptions, argv: list[str]) -> None:

@@ -1,7 +1,10 @@
 """Is the consumer group keeping up? Answered from Kafka alone, per partition.
 
-    python -m pipelines.status --bootstrap_servers 127.0.0.1:9092 --group payment-enrichment \
-        --topic payments [--interval 5]
+    python -m pipelines.status --bootstrap_servers 127.0.0.1:9092 --group_id payment-enrichment \
+        --input_topic payments [--interval 5]
+
+The options that name the job are the job's own (`--bootstrap_servers`, `--group_id`,
+`--input_topic`, `--kafka_property`), with the job's defaults.
 
 Takes two samples `--interval` seconds apart (committed offsets, end offsets,
 timestamp of the record at the committed offset = the oldest unprocessed
@@ -26,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pipelines.options import job_default
 from transforms.kafka.connection import KafkaConnection, parse_properties
 from transforms.kafka.lag import KafkaUnreachable, LagProbe, PartitionLag, TopicMissing
 
@@ -105,9 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.status", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 printed, 2 bad arguments, 3 broker unreachable, "
                                             "4 topic missing")
-    parser.add_argument("--bootstrap_servers", default="127.0.0.1:9092")
-    parser.add_argument("--group", default="payment-enrichment", help="consumer group of the job")
-    parser.add_argument("--topic", default="payments", help="input topic of the job")
+    for name in ("bootstrap_servers", "group_id", "input_topic"):
+        parser.add_argument(f"--{name}", default=job_default(name), help=f"the job's --{name} (default: %(default)s)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between the two samples")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-request timeout in seconds")
     parser.add_argument("--kafka_property", action="append", default=[], metavar="KEY=VALUE",
@@ -124,8 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
     args = parse_args(argv)
-    conn = KafkaConnection(args.bootstrap_servers, group_id=args.group, properties=args.properties)
-    probe = LagProbe(conn, args.topic, timeout_s=args.timeout)
+    conn = KafkaConnection(args.bootstrap_servers, group_id=args.group_id, properties=args.properties)
+    probe = LagProbe(conn, args.input_topic, timeout_s=args.timeout)
     try:
         statuses = sample_twice(probe, args.interval, sleep)
     except KafkaUnreachable as e:
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None, sleep: Callable[[float], None] = time.sl
         return EXIT_NO_TOPIC
     finally:
         probe.close()
-    print(render(args.topic, args.group, args.interval, statuses))
+    print(render(args.input_topic, args.group_id, args.interval, statuses))
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ from transforms.contract.schema import Event, EventSchema, InvalidEvent
 from transforms.kafka.records import KafkaRecord, OffsetGap, SourcePosition
 from transforms.monitoring import metrics
 from transforms.monitoring.config import MonitoringConfig
+from transforms.monitoring.prometheus import PrometheusConfig, ensure_server
 
 _LOG = logging.getLogger(__name__)
 
@@ -94,9 +95,10 @@ class _ParseFn(beam.DoFn):
     # bundle: two metric updates per event were a tenth of the parse step's cost.
     _FLUSH_EVERY = 1000
 
-    def __init__(self, schema: EventSchema, monitoring: MonitoringConfig | None) -> None:
+    def __init__(self, schema: EventSchema, monitoring: MonitoringConfig | None,
+                 prometheus: PrometheusConfig | None) -> None:
         self._schema = schema
-        self._monitoring = monitoring
+        self._monitoring, self._prometheus = monitoring, prometheus
 
     def setup(self) -> None:
         self._parse = self._schema.parser.parse
@@ -104,6 +106,7 @@ class _ParseFn(beam.DoFn):
             # Imported here: the Google client libraries load only when export is on.
             from transforms.monitoring.exporter import ensure_exporter
             ensure_exporter(self._monitoring)  # once per worker process; exports while the job runs
+        ensure_server(self._prometheus)  # once per worker process: /metrics while the job runs
 
     def start_bundle(self) -> None:
         self._seen = self._valid = self._invalid = 0
@@ -143,11 +146,12 @@ class _ParseFn(beam.DoFn):
 
 class ParseEvents(beam.PTransform):
     """KafkaRecord -> ParsedEvent | DeadLetter (an OffsetGap -> SkippedOffsets), by the contract's schema.
-    Starts the Cloud Monitoring exporter in each worker process when `monitoring` is set."""
+    Starts the Cloud Monitoring exporter and the Prometheus endpoint in each worker process when set."""
 
-    def __init__(self, schema: EventSchema, monitoring: MonitoringConfig | None = None) -> None:
+    def __init__(self, schema: EventSchema, monitoring: MonitoringConfig | None = None,
+                 prometheus: PrometheusConfig | None = None) -> None:
         super().__init__()
-        self._schema, self._monitoring = schema, monitoring
+        self._schema, self._monitoring, self._prometheus = schema, monitoring, prometheus
 
     def expand(self, records):
-        return records | "Parse" >> beam.ParDo(_ParseFn(self._schema, self._monitoring))
+        return records | "Parse" >> beam.ParDo(_ParseFn(self._schema, self._monitoring, self._prometheus))
