@@ -10,7 +10,6 @@ into .cache/nginx/ once; `NginxLimiter` runs it with a generated config.
 """
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from testbed.support import debian
 from testbed.support.cached_build import build_main
 from testbed.support.local_ports import NotListening, free_ports, terminate, wait_listening
 
@@ -33,26 +33,7 @@ class NginxError(RuntimeError):
 
 def fetch(force: bool = False, binary: Path = BINARY) -> Path:
     """The nginx binary, unpacked from Debian's package on first use."""
-    if binary.is_file() and not force:
-        return binary
-    for tool in ("apt-get", "dpkg"):
-        if not shutil.which(tool):
-            raise NginxError(f"{tool} not found: nginx is taken from Debian's package (a Debian-based machine)")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / ".fetch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if binary.is_file() and not force:
-            return binary
-        with tempfile.TemporaryDirectory(dir=CACHE_DIR) as tmp:
-            got = subprocess.run(["apt-get", "download", "nginx"], cwd=tmp, capture_output=True, text=True)
-            debs = list(Path(tmp).glob("nginx_*.deb"))
-            if got.returncode != 0 or not debs:
-                raise NginxError(f"apt-get download nginx failed: {(got.stderr or got.stdout).strip()[-300:]}")
-            unpacked = subprocess.run(["dpkg", "-x", str(debs[0]), str(CACHE_DIR / "root")], capture_output=True,
-                                      text=True)
-            if unpacked.returncode != 0 or not binary.is_file():
-                raise NginxError(f"dpkg -x {debs[0].name} failed: {unpacked.stderr.strip()[-300:]}")
-    return binary
+    return debian.unpack(["nginx"], CACHE_DIR / "root", binary, NginxError, force)
 
 
 def config(prefix: Path, port: int, upstream: str, rate_rps: float, burst: int) -> str:
