@@ -28,7 +28,7 @@ lint: venv ## ruff (ruff.toml) over the tree, mypy (mypy.ini) over the pure cont
 test-unit: venv ## Unit tests only (no broker, no service; includes the Beam glue on the FnApiRunner)
 	$(PY) -m pytest tests/unit -q
 
-test: lint kafka-jars nginx prometheus flink-dist $(VENV)/.bench-installed test-beam-latest ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
+test: lint kafka-jars nginx prometheus redis flink-dist $(VENV)/.bench-installed test-beam-latest ## Lint, set up everything, then run the whole test suite (the bench extra too: its smoke test runs)
 	$(PY) -m pytest tests -q
 
 # ---- The public transform on the newest Beam ----------------------------------
@@ -128,6 +128,9 @@ nginx: venv ## Unpack Debian's nginx into .cache/nginx once (a rate limiter we d
 
 prometheus: venv ## Unpack Debian's prometheus (server and promtool) into .cache/prometheus once (scrapes a drain in the tests)
 	$(PY) -m testbed.prometheus.server build
+
+redis: venv ## Unpack Debian's redis-server (and the libraries it needs) into .cache/redis once (the fleet quota's coordinator in the tests)
+	$(PY) -m testbed.redis.server build
 
 flink-dist: venv ## Install the Flink 1.19 distribution (PyPI's apache-flink) into .flink-venv once: the session cluster of flink-up and the failover tests
 	$(PY) -c "from testbed.flink import cluster; cluster.install()"

@@ -39,6 +39,8 @@ setup(
         "rich>=13",
         # --prometheus_port: the official client serves the metric catalogue from each worker process.
         "prometheus-client>=0.20,<1",
+        # --quota_coordinator: the fleet quota's leases (transforms/quota/).
+        "redis>=5,<9",
         # The HTTP caller (transforms/contract/http.py) and the local scoring service (testbed).
         # 3.11: a name that does not resolve is its own error (ClientConnectorDNSError).
         "aiohttp>=3.11,<4",

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -39,11 +40,12 @@ from pipelines.options import (
     validate,
     validate_runner,
 )
-from pipelines.preflight import check_kafka, check_service, load_job_contract
+from pipelines.preflight import check_coordinator, check_kafka, check_service, load_job_contract
 from pipelines.progress import ProgressReporter
 from pipelines.summary import RunSummary, summarize
 from transforms.contract.http import HttpJsonCaller
 from transforms.contract.loader import Contract
+from transforms.control.lease import LeaseSettings
 from transforms.enrichment.runtime import EnrichmentStopped, close_runtimes
 from transforms.enrichment.transform import ThrottledEnrichment
 from transforms.events import DeadLetter, ParseEvents, event_of, shard_key_of, size_of, timestamp_of
@@ -64,6 +66,8 @@ from transforms.kafka.write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
 from transforms.monitoring.prometheus import PrometheusConfig, parse_ports, stop_server
 from transforms.outputs import RecordEncoder
+from transforms.quota.redis_coordinator import QuotaCoordinatorConfig
+from transforms.quota.runtime import FleetQuota, WithFleetQuota
 
 LOG = logging.getLogger(__name__)
 
@@ -129,10 +133,21 @@ def kafka_connection(opts: EnrichPaymentsOptions) -> KafkaConnection:
 
 def default_enrichment(opts: EnrichPaymentsOptions, contract: Contract) -> ThrottledEnrichment:
     """`ThrottledEnrichment` of parsed records through the contract's service; earlier stages'
-    dead letters (and skipped offsets) pass through."""
-    return ThrottledEnrichment(HttpJsonCaller(contract, event_of=event_of), throttle_settings(opts),
-                               shard_key=shard_key_of, size_of=size_of, passthrough=(DeadLetter,),
-                               timestamp_of=timestamp_of)
+    dead letters (and skipped offsets) pass through. With a fleet quota, each worker's runtime
+    keeps a lease on it."""
+    enrichment = ThrottledEnrichment(HttpJsonCaller(contract, event_of=event_of), throttle_settings(opts),
+                                     shard_key=shard_key_of, size_of=size_of, passthrough=(DeadLetter,),
+                                     timestamp_of=timestamp_of)
+    quota = fleet_quota(opts, contract)
+    return enrichment if quota is None else enrichment.with_runtime_factory(WithFleetQuota(quota))
+
+
+def fleet_quota(opts: EnrichPaymentsOptions, contract: Contract) -> FleetQuota | None:
+    if opts.quota_coordinator is None:
+        return None
+    service = urlparse(contract.endpoint.url)
+    name = opts.quota_name or f"{service.hostname}:{service.port or (443 if service.scheme == 'https' else 80)}"
+    return FleetQuota(QuotaCoordinatorConfig(opts.quota_coordinator, name), LeaseSettings(quota_rps=opts.quota_rps))
 
 
 def monitoring_config(opts: EnrichPaymentsOptions) -> MonitoringConfig | None:
@@ -225,6 +240,7 @@ def prepare(argv: list[str] | None) -> Prepared:
     conn = kafka_connection(opts)
     check_kafka(conn, [opts.input_topic, opts.output_topic, opts.dlq_topic])
     check_service(contract, opts.probe_timeout)
+    check_coordinator(fleet_quota(opts, contract))
     if opts.kafka_io == "java":
         try:
             java_consumer_config(conn)

@@ -143,6 +143,14 @@ class EnrichPaymentsOptions(PipelineOptions):
         g.add_argument("--breaker_window", type=int, default=DEFAULTS.breaker_window,
                        help="Events the dead-letter breaker looks back over.")
         g.add_argument("--summary_path", default=None, help="Write the run summary as JSON here.")
+        q = parser.add_argument_group("fleet quota (one API quota shared by many jobs and workers)")
+        q.add_argument("--quota_coordinator", default=None, metavar="redis://HOST:PORT",
+                       help="Share --quota_rps with every job that names the same --quota_name, through leases "
+                            "from this Redis (off when unset).")
+        q.add_argument("--quota_name", default=None,
+                       help="The shared quota's name (unset: the service's host:port, so jobs calling one API share).")
+        q.add_argument("--quota_rps", type=float, default=None,
+                       help="Requests per second the whole fleet may send (needs --quota_coordinator).")
         m = parser.add_argument_group("monitoring")
         m.add_argument("--gcp_project", default=None,
                        help="Export live metrics to Cloud Monitoring in this project (off when unset).")
@@ -165,7 +173,7 @@ class EnrichPaymentsOptions(PipelineOptions):
                        help="Address the /metrics server binds (127.0.0.1: this machine only).")
         m.add_argument("--progress_interval", type=float, default=5.0,
                        help="Seconds between live progress lines of a local run (0 = quiet).")
-        for action in [*g._group_actions, *m._group_actions]:
+        for action in [*g._group_actions, *q._group_actions, *m._group_actions]:
             action.help = f"{action.help} (default: %(default)s)"
 
 
@@ -265,6 +273,19 @@ def validate(opts: EnrichPaymentsOptions) -> None:
         except ValueError as err:
             raise ConfigError(f"--kafka_property {err} (--batch_deadline)") from None
     validate_monitoring(opts)
+    validate_quota(opts)
+
+
+def validate_quota(opts: EnrichPaymentsOptions) -> None:
+    if opts.quota_coordinator is None:
+        if opts.quota_rps is not None or opts.quota_name is not None:
+            raise ConfigError("--quota_rps and --quota_name need --quota_coordinator=redis://HOST:PORT")
+        return
+    if urlparse(opts.quota_coordinator).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"--quota_coordinator must be a redis:// (or rediss://, unix://) URL "
+                          f"(got {opts.quota_coordinator!r})")
+    if opts.quota_rps is None or not opts.quota_rps > 0:
+        raise ConfigError(f"--quota_coordinator needs --quota_rps > 0 (got {opts.quota_rps})")
 
 
 def validate_kafka_properties(opts: EnrichPaymentsOptions) -> None:

@@ -14,6 +14,8 @@ from pipelines.options import ConfigError
 from transforms.contract.loader import Contract, ContractError, load_contract
 from transforms.contract.probe import ProbeFailed, probe
 from transforms.kafka.connection import KafkaConnection, consumer_config, producer_config
+from transforms.quota.redis_coordinator import CoordinatorUnavailable, QuotaCoordinatorConfig, RedisCoordinator
+from transforms.quota.runtime import FleetQuota
 
 TIMEOUT_S = 10.0
 
@@ -41,6 +43,21 @@ def check_kafka(conn: KafkaConnection, topics: Iterable[str], timeout_s: float =
     if missing:
         raise ConfigError(f"topic(s) missing on {conn.bootstrap_servers}: {', '.join(missing)} "
                           f"(create them, e.g. `python -m testbed.kafka.produce --create_topic ...`)")
+
+
+def check_coordinator(quota: FleetQuota | None) -> None:
+    """A fleet quota's coordinator answers a renewal now: a wrong address is a misconfiguration
+    (every worker would take the whole quota for itself); losing it later only decays the leases."""
+    if quota is None:
+        return
+    coordinator = RedisCoordinator(QuotaCoordinatorConfig(quota.coordinator.url, quota.coordinator.name,
+                                                          timeout_s=TIMEOUT_S), worker_id="preflight")
+    try:
+        coordinator.renew(0.0, quota.lease.quota_rps, 1.0)
+    except CoordinatorUnavailable as e:
+        raise ConfigError(f"{e} (--quota_coordinator)") from None
+    finally:
+        coordinator.leave()
 
 
 def load_job_contract(path: str, service_url: str | None) -> Contract:

@@ -192,6 +192,16 @@ class AdaptiveThrottle:
         """An attempt is about to go out (the driver calls this holding its in-flight slot)."""
         self._started += 1
 
+    @property
+    def started_total(self) -> int:
+        """Attempts started so far (what a fleet quota's demand is measured from)."""
+        return self._started
+
+    def apply_lease(self, rps: float) -> None:
+        """A fleet quota's ceiling for this worker, in force at once (not at the next tick)."""
+        self.controller.set_lease(rps)
+        self.pacer.set_rate(self.controller.rate)
+
     # ---- how many calls may be outstanding ------------------------------------------------------
 
     def _has_room(self, slack: int = 0) -> bool:

@@ -161,6 +161,7 @@ class EnrichmentRuntime:
         self.throttle = build_throttle(settings, self.share.in_flight_cap())
         self.breaker = DeadLetterBreaker(settings.max_dead_letter_share, settings.breaker_window)
         self.stopped: str | None = None
+        self._on_close: list[Callable[[], None]] = []
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="enrichment-loop", daemon=True)
         self._loop_thread.start()
@@ -193,10 +194,16 @@ class EnrichmentRuntime:
     def take_throttled_ms(self) -> int:
         return self.throttle.waiting.take_ms()
 
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Runs `hook` when the runtime closes (e.g. a fleet quota's lease keeper leaves)."""
+        self._on_close.append(hook)
+
     def close(self) -> None:
         """Waits for the batches still running (each ends by its deadline), then stops the threads
         and closes the caller."""
         TELEMETRY.remove_sampler(self._sampler)
+        for hook in self._on_close:
+            hook()
         self._stop.set()
         self._ticker.join(timeout=5)
         self._on_loop(self._drain_and_close())

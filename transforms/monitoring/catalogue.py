@@ -104,6 +104,11 @@ _SPECS = (
                beam="kafka_commit/duplicates_dropped"),
     MetricSpec("committed_offset", GAUGE, INT64, "1", "Offset this process last committed for the group.",
                PARTITION_LABELS, beam="kafka_commit/offset/{topic}/{partition}"),
+    # The fleet quota (--quota_coordinator), set by the lease keeper's thread (live only)
+    MetricSpec("quota_lease_rps", GAUGE, DOUBLE, "1/s", "This worker's ceiling from the fleet quota's lease."),
+    MetricSpec("quota_workers", GAUGE, INT64, "1", "Workers sharing the fleet quota at the last renewal."),
+    MetricSpec("quota_coordinator_failures", COUNTER, INT64, "1",
+               "Lease renewals the coordinator did not answer (the lease decays meanwhile)."),
     # Sampled from Kafka by the exporter
     MetricSpec("kafka_lag", GAUGE, INT64, "1", "End offset minus the group's committed offset.", PARTITION_LABELS),
     MetricSpec("oldest_uncommitted_age_s", GAUGE, DOUBLE, "s",
