@@ -40,6 +40,3 @@ class RateLimit(Protocol):
 
     def set_share(self, share: float) -> None:
         """This worker's part of the job (0-1], for a quota advertised to the whole job."""
-
-    def set_lease(self, rps: float | None) -> None:
-        """This worker's part of a quota shared by a fleet: a ceiling on the rate (None lifts it)."""

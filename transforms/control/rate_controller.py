@@ -29,7 +29,7 @@ The rate grows only while it is the bottleneck (the client started at least
 `utilisation` of its allowed requests); otherwise the CUBIC clock is paused,
 so an idle or concurrency-bound client does not inflate its limit. An
 advertised `RateLimit-Policy` caps the rate, scaled by `share` (this worker's
-part of the job, see `set_share`), and so does a fleet quota's lease (`set_lease`). Latency is a secondary guard: while the
+part of the job, see `set_share`). Latency is a secondary guard: while the
 tick median exceeds `latency_guard` x the baseline (the median of recent tick
 medians), the rate holds instead of probing upward; it never lowers the rate.
 """
@@ -65,7 +65,6 @@ class CubicRateController:
         self._rate = initial_rate
         self._policy_rate: float | None = None
         self._share = 1.0
-        self._lease: float | None = None
         self._slow_start = True
         self._w_max = initial_rate
         now = clock.now()
@@ -97,8 +96,7 @@ class CubicRateController:
     @property
     def ceiling(self) -> float:
         policy = self._policy_rate * self._share if self._policy_rate else self.max_rate
-        lease = self._lease if self._lease is not None else self.max_rate
-        return max(self.min_rate, min(self.max_rate, policy, lease))
+        return max(self.min_rate, min(self.max_rate, policy))
 
     @property
     def in_outage(self) -> bool:
@@ -108,14 +106,6 @@ class CubicRateController:
         """This worker's part of the job (0-1]: an advertised quota is for the whole job."""
         with self._lock:
             self._share = min(1.0, max(share, 1e-6))
-
-    def set_lease(self, rps: float | None) -> None:
-        """This worker's part of a fleet's quota (`control/lease.py`), a ceiling like an advertised
-        policy: the rate learned under it stays the service's. None lifts it."""
-        with self._lock:
-            self._lease = rps
-            if rps is not None:
-                self._rate = min(self._rate, max(self.min_rate, rps))
 
     def record(self, result: AttemptResult, latency_s: float) -> None:
         """Feeds one attempt's outcome; thread-safe and cheap."""

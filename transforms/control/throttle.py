@@ -45,6 +45,10 @@ from transforms.control.retry_budget import RetryBudget
 from transforms.control.signals import AttemptKind, AttemptResult
 from transforms.control.wait_time import WaitTime
 
+#: Under a lease of (almost) nothing a worker still sends this much: it never stalls, and the next
+#: renewal (about a second later) gives it its share.
+MIN_LEASE_PACE_RPS = 0.5
+
 
 @dataclass
 class CallOutcome:
@@ -106,7 +110,8 @@ class AdaptiveThrottle:
         self.deadline_s = deadline_s
         self.request_timeout_s = request_timeout_s
         self._clock = clock
-        self.waiting = WaitTime(clock)        # the union of the waits, for the `throttled_ms` metric
+        self.waiting = WaitTime(clock)        # the union of the waits: `throttled_ms`, a fleet quota's demand
+        self.lease: float | None = None       # a fleet quota's ceiling on the pacer (`apply_lease`)
         self._rng = rng or random.Random()
         self.outstanding_factor = outstanding_factor
         self._tick_lock = threading.Lock()
@@ -197,10 +202,16 @@ class AdaptiveThrottle:
         """Attempts started so far (what a fleet quota's demand is measured from)."""
         return self._started
 
-    def apply_lease(self, rps: float) -> None:
-        """A fleet quota's ceiling for this worker, in force at once (not at the next tick)."""
-        self.controller.set_lease(rps)
-        self.pacer.set_rate(self.controller.rate)
+    def apply_lease(self, rps: float | None) -> None:
+        """A fleet quota's ceiling on the pacer for this worker, in force at once (not at the next
+        tick). The controller keeps learning below it: paced under its own rate, it counts as
+        app-limited and does not grow; its rate stays the service's."""
+        self.lease = rps
+        self.pacer.set_rate(self._pace())
+
+    def _pace(self) -> float:
+        rate = self.controller.rate
+        return rate if self.lease is None else max(MIN_LEASE_PACE_RPS, min(rate, self.lease))
 
     # ---- how many calls may be outstanding ------------------------------------------------------
 
@@ -265,8 +276,7 @@ class AdaptiveThrottle:
         try:
             if not self.controller.tick(self._started):
                 return False
-            rate = self.controller.rate
-            self.pacer.set_rate(rate)
+            self.pacer.set_rate(self._pace())
             limit = self.concurrency.update(self.controller.learned_rate, self.inflight.take_recent_peak(),
                                             self.controller.in_outage)
             self.inflight.set_limit(limit)

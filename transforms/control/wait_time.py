@@ -17,8 +17,9 @@ class WaitTime:
         self._clock = clock
         self._lock = threading.Lock()
         self._waiting = 0
-        self._since = 0.0          # when `_waiting` last rose from 0 (or the last take, if later)
-        self._accrued_s = 0.0      # closed waiting time not taken yet
+        self._since = 0.0          # when `_waiting` last rose from 0
+        self._closed_s = 0.0       # waiting time of the intervals that ended
+        self._taken_ms = 0
 
     def begin(self) -> None:
         with self._lock:
@@ -30,16 +31,16 @@ class WaitTime:
         with self._lock:
             self._waiting -= 1
             if self._waiting == 0:
-                self._accrued_s += self._clock.now() - self._since
+                self._closed_s += self._clock.now() - self._since
+
+    def total_s(self) -> float:
+        """Waiting time so far (a wait in progress counts up to now)."""
+        with self._lock:
+            return self._closed_s + (self._clock.now() - self._since if self._waiting else 0.0)
 
     def take_ms(self) -> int:
-        """Whole milliseconds of waiting since the previous take (a wait in progress counts up to now);
-        the fraction stays for the next take, so the takes add up to the union."""
+        """Whole milliseconds of waiting since the previous take; the takes add up to the union."""
+        total_ms = int(self.total_s() * 1000)
         with self._lock:
-            now = self._clock.now()
-            if self._waiting:
-                self._accrued_s += now - self._since
-                self._since = now
-            ms = int(self._accrued_s * 1000)
-            self._accrued_s -= ms / 1000
+            ms, self._taken_ms = max(0, total_ms - self._taken_ms), max(self._taken_ms, total_ms)
             return ms

@@ -23,7 +23,8 @@ class LeaseKeeper:
         self.lease = Lease(settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_started, self._last_at = throttle.started_total, time.monotonic()
+        self._last_started, self._last_waited = throttle.started_total, throttle.waiting.total_s()
+        self._last_at = time.monotonic()
 
     def start(self) -> LeaseKeeper:
         """Renews once before returning (the first requests go out under a grant), then every `renew_s`.
@@ -35,12 +36,12 @@ class LeaseKeeper:
         return self
 
     def renew_once(self, demand: float | None = None) -> None:
-        now, started = time.monotonic(), self.throttle.started_total
+        now, started, waited = time.monotonic(), self.throttle.started_total, self.throttle.waiting.total_s()
         if demand is None:
-            demand = self.lease.demand(started - self._last_started, now - self._last_at)
-        self._last_started, self._last_at = started, now
+            demand = self.lease.demand(started - self._last_started, waited - self._last_waited, now - self._last_at)
+        self._last_started, self._last_waited, self._last_at = started, waited, now
         try:
-            grant = self.coordinator.renew(demand, self.settings.quota_rps, self.settings.ttl_s)
+            grant = self.coordinator.renew(demand, self.settings.granted_rps, self.settings.ttl_s)
         except CoordinatorUnavailable as e:
             if self.lease.connected:
                 _LOG.warning("%s; keeping the last lease, decaying to an equal share", e)

@@ -2,10 +2,10 @@
 
 Each renewal runs `RENEW` (one round trip, atomic on the server): it records the worker's
 demand with an expiry taken from the *server's* clock (`TIME`), so skew between the
-workers' machines does not matter; drops the workers whose expiry passed; and divides the
-quota by water-filling (max-min fairness): demands below the fair share are met in full,
-the rest share what is left equally. It returns this worker's grant and the number of
-workers. The keys expire on their own when the whole fleet is gone.
+workers' machines does not matter; drops the workers whose expiry passed; and grants the
+worker its max-min fair share of the quota within what the others' grants leave free
+(`control.lease.renewed_grant`). It returns this worker's grant and the number of workers.
+The keys expire on their own when the whole fleet is gone.
 """
 from __future__ import annotations
 
@@ -18,30 +18,38 @@ import redis
 
 from transforms.control.lease import Grant
 
-#: KEYS: the demands hash, the expiry sorted set. ARGV: worker, demand rps, quota rps, ttl ms.
+#: KEYS: demands hash, grants hash, expiry sorted set. ARGV: worker, demand rps, quota rps, ttl ms.
+#: The arithmetic is `control.lease.renewed_grant`'s.
 RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local worker, ttl = ARGV[1], tonumber(ARGV[4])
-redis.call('ZADD', KEYS[2], now + ttl, worker)
+local worker, quota, ttl = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZADD', KEYS[3], now + ttl, worker)
 redis.call('HSET', KEYS[1], worker, ARGV[2])
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   redis.call('HDEL', KEYS[1], gone)
+  redis.call('HDEL', KEYS[2], gone)
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-redis.call('PEXPIRE', KEYS[1], 10 * ttl)
-redis.call('PEXPIRE', KEYS[2], 10 * ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local flat = redis.call('HGETALL', KEYS[1])
 local demands = {}
 for i = 1, #flat, 2 do demands[#demands + 1] = {flat[i], tonumber(flat[i + 1])} end
-table.sort(demands, function(a, b) return a[2] < b[2] end)
-local left, n, mine = tonumber(ARGV[3]), #demands, 0
+table.sort(demands, function(a, b) return a[2] < b[2] or (a[2] == b[2] and a[1] < b[1]) end)
+local left, n, fair = quota, #demands, 0
 for i, d in ipairs(demands) do
-  local grant = math.min(d[2], left / (n - i + 1))
-  if d[1] == worker then mine = grant end
-  left = left - grant
+  local share = math.min(d[2], left / (n - i + 1))
+  if d[1] == worker then fair = share end
+  left = left - share
 end
-return {tostring(mine), n}
+local free = quota
+local held = redis.call('HGETALL', KEYS[2])
+for i = 1, #held, 2 do
+  if held[i] ~= worker then free = free - tonumber(held[i + 1]) end
+end
+local grant = math.max(0, math.min(fair, free))
+redis.call('HSET', KEYS[2], worker, tostring(grant))
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, 10 * ttl) end
+return {tostring(grant), n}
 """
 
 
@@ -64,7 +72,7 @@ class RedisCoordinator:
         self._client = redis.Redis.from_url(config.url, socket_timeout=config.timeout_s,
                                             socket_connect_timeout=config.timeout_s)
         self._renew = self._client.register_script(RENEW)
-        self._keys = [f"quota:{config.name}:demand", f"quota:{config.name}:expiry"]
+        self._keys = [f"quota:{config.name}:{part}" for part in ("demand", "grant", "expiry")]
 
     def renew(self, demand_rps: float, quota_rps: float, ttl_s: float) -> Grant:
         try:
@@ -78,7 +86,8 @@ class RedisCoordinator:
         """Gives the share back at once (a clean stop); a crashed worker's expires after the ttl."""
         try:
             self._client.hdel(self._keys[0], self.worker_id)
-            self._client.zrem(self._keys[1], self.worker_id)
+            self._client.hdel(self._keys[1], self.worker_id)
+            self._client.zrem(self._keys[2], self.worker_id)
         except redis.RedisError:
             pass
         finally:
