@@ -52,6 +52,24 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def rss_windows(samples: list[dict], window_s: float = 300.0) -> dict:
+    """RSS (SDK workers + TaskManagers) per 5-minute window, as medians: a single sample can fall just
+    after a kill, while a replacement starts small. The ratio is the largest later window's median over
+    the 5-10 minute window's (the first after warm-up)."""
+    windows: dict[int, list[float]] = {}
+    for s in samples:
+        windows.setdefault(int(s["t_s"] // window_s), []).append(s["rss_workers_mb"] + s["rss_taskmanagers_mb"])
+    medians = {k: statistics.median(v) for k, v in sorted(windows.items()) if k >= 1}
+    if not medians:
+        return {"rss_window_medians_mb": {}, "rss_ratio": None}
+    base = medians[min(medians)]
+    return {"rss_window_medians_mb": {f"{int(k * window_s // 60)}-{int((k + 1) * window_s // 60)} min": round(v)
+                                      for k, v in medians.items()},
+            "rss_ratio": round(max(medians.values()) / base, 3),
+            "rss_max_sample_ratio": round(max(s["rss_workers_mb"] + s["rss_taskmanagers_mb"] for s in samples
+                                              if s["t_s"] >= window_s) / base, 3)}
+
+
 def lag(bootstrap: str, group: str, topic: str) -> int:
     committed = committed_offsets(bootstrap, group, topic)
     return sum(end - (committed.get(p) or 0) for p, end in end_offsets(bootstrap, topic).items())
@@ -121,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             result.cancel()
             cluster.down(port, run_dir)
-    after_warmup = [s for s in samples if s["t_s"] >= 300]
-    warm = after_warmup[0] if after_warmup else samples[-1]
-    rss = [s["rss_workers_mb"] + s["rss_taskmanagers_mb"] for s in after_warmup]
+    rss = rss_windows(samples)
     report = {
         "minutes": args.minutes, "events_per_s": round(args.events_per_min / 60, 1), "service_requests_per_s":
         round(SERVICE_REQUESTS_PER_S, 1), "produced": len(wanted), "lost": len(wanted - set(outputs)),
@@ -132,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "restarts": history["restarts"], "restored_from_checkpoints": history["restored"],
         "caught_up_after_input_s": caught_up_s,
         "max_lag": max(s["lag"] for s in samples), "median_lag": statistics.median(s["lag"] for s in samples),
-        "rss_at_5_min_mb": warm["rss_workers_mb"] + warm["rss_taskmanagers_mb"],
-        "rss_max_after_5_min_mb": max(rss) if rss else None,
-        "rss_ratio": round(max(rss) / (warm["rss_workers_mb"] + warm["rss_taskmanagers_mb"]), 3) if rss else None,
+        **rss,
         "samples": samples,
     }
     (out / "soak.json").write_text(json.dumps(report, indent=2))
