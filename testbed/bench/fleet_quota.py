@@ -46,6 +46,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def steady_windows(per_s: list[tuple[float, int]], first_done_s: float, settle_s: float = 5.0) -> list[int]:
+    """Requests per 1-second window while every job runs: from `settle_s` after the first request got
+    through (the jobs' start-up is Beam's, not the quota's) until the first job is done."""
+    begun = next((t for t, n in per_s if n > 0), None)
+    return [] if begun is None else [n for t, n in per_s if begun + settle_s <= t <= first_done_s - 1]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=8)
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     attempts = sum(v for s in summaries for k, v in s["counters"].items() if k.startswith("enrich/requests_"))
     refused = sum(s["counters"].get("enrich/requests_429", 0) for s in summaries)
     per_s = [(t - started, b - a) for (_, a), (t, b) in zip(windows, windows[1:])]
-    all_running = [n for t, n in per_s if t <= min(ends)]
+    all_running = steady_windows(per_s, min(ends))
     in_gap = [n for t, n in per_s if gap and gap[0] <= t <= gap[1]]
     rates = [s["counters"].get("enrich/events_scored", 0) / BATCH / s["wall_s"] for s in summaries]
     report = {
