@@ -42,7 +42,10 @@ def test_a_real_prometheus_scrapes_lag_in_flight_and_latency_from_a_running_drai
         lag = scrape(f'max_over_time(payment_enrichment_kafka_lag{{topic="{topics["in"]}"}}[10m])')
         in_flight_limit = prometheus.value("max_over_time(payment_enrichment_in_flight_limit[10m])")
         latency_count = prometheus.value("max_over_time(payment_enrichment_request_latency_ms_count[10m])")
-        written = prometheus.value("max_over_time(payment_enrichment_records_written_total[10m])")
+        # Counters are per process and cumulative: earlier runs in this process count too, so the run's own
+        # part is the rise over the scrapes.
+        written = prometheus.value("max_over_time(payment_enrichment_records_written_total[10m])"
+                                   " - min_over_time(payment_enrichment_records_written_total[10m])")
         scrapes = prometheus.value("count_over_time(payment_enrichment_events_in_total[10m])")
     out = capsys.readouterr().out
     print(out)
