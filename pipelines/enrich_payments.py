@@ -65,6 +65,7 @@ from transforms.kafka.read import ReadFromKafka, ReadSettings
 from transforms.kafka.write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
 from transforms.monitoring.prometheus import PrometheusConfig, parse_ports, stop_server
+from transforms.monitoring.services import WorkerServices
 from transforms.outputs import RecordEncoder
 from transforms.quota.redis_coordinator import QuotaCoordinatorConfig
 from transforms.quota.runtime import FleetQuota, WithFleetQuota
@@ -88,7 +89,8 @@ class EnrichPayments(beam.PTransform):
                  enrich: beam.PTransform | None = None) -> None:
         super().__init__()
         self._conn, self._opts, self._streaming, self._contract = conn, opts, streaming, contract
-        self._enrich = enrich or default_enrichment(opts, contract)
+        self._services = worker_services(opts)
+        self._enrich = enrich or default_enrichment(opts, contract).with_worker_services(self._services)
 
     def expand(self, pbegin):
         o = self._opts
@@ -98,20 +100,19 @@ class EnrichPayments(beam.PTransform):
                                    settings=ReadSettings(max_open_consumers=o.max_open_consumers,
                                                          max_records_per_call=o.max_records_per_read,
                                                          partition_discovery_s=o.partition_discovery_interval),
-                                   start=start_position(o))
+                                   start=start_position(o), services=self._services)
         else:
             reader = ReadFromKafkaJava(self._conn, o.input_topic, java,
                                        max_records=None if self._streaming else o.max_records)
         outcomes = (pbegin
                     | "ReadKafka" >> reader
-                    | "ParseEvents" >> ParseEvents(self._contract.schema, monitoring_config(o),
-                                                           prometheus_config(o))
+                    | "ParseEvents" >> ParseEvents(self._contract.schema, self._services)
                     | "Enrich" >> self._enrich)
         encode = RecordEncoder(self._contract, o.output_topic, o.dlq_topic)
         if o.delivery == "exactly_once":
             return (outcomes | "ToRecords" >> beam.Map(encode)
                     | "WriteKafkaExactlyOnce" >> WriteToKafkaExactlyOnce(
-                        self._conn, longest_wait_s=throttle_settings(o).deadline_s))
+                        self._conn, longest_wait_s=throttle_settings(o).deadline_s, services=self._services))
         # The Java writer's acks hold only after a checkpoint, so drains keep the Python writer,
         # whose acks are delivery callbacks (transforms/kafka/java_io.py).
         if java is not None and self._streaming:
@@ -119,9 +120,11 @@ class EnrichPayments(beam.PTransform):
                       | WriteToKafkaJava(self._conn, [o.output_topic, o.dlq_topic], java))
         else:
             writer = WriteToKafka(self._conn, encode=encode,   # encodes in the writer: one step less
-                                  commit_every_s=None if self._streaming else o.commit_interval)
+                                  commit_every_s=None if self._streaming else o.commit_interval,
+                                  services=self._services)
         acks = outcomes | "WriteKafka" >> writer
-        return acks | "CommitOffsets" >> CommitOffsets(self._conn, after_checkpoint=self._streaming)
+        return acks | "CommitOffsets" >> CommitOffsets(self._conn, after_checkpoint=self._streaming,
+                                                       services=self._services)
 
 
 def kafka_connection(opts: EnrichPaymentsOptions) -> KafkaConnection:
@@ -159,6 +162,11 @@ def monitoring_config(opts: EnrichPaymentsOptions) -> MonitoringConfig | None:
         location=opts.monitoring_location, interval_s=opts.monitoring_interval,
         min_interval_s=opts.monitoring_min_interval, endpoint=opts.monitoring_endpoint,
         lag_topic=opts.input_topic, kafka=kafka_connection(opts))
+
+
+def worker_services(opts: EnrichPaymentsOptions) -> WorkerServices:
+    """What every step of the job that records metrics starts in its worker process."""
+    return WorkerServices(monitoring_config(opts), prometheus_config(opts))
 
 
 def prometheus_config(opts: EnrichPaymentsOptions) -> PrometheusConfig | None:

@@ -22,8 +22,7 @@ from transforms.contract.fields import brief
 from transforms.contract.schema import Event, EventSchema, InvalidEvent
 from transforms.kafka.records import KafkaRecord, OffsetGap, SourcePosition
 from transforms.monitoring import metrics
-from transforms.monitoring.config import MonitoringConfig
-from transforms.monitoring.prometheus import PrometheusConfig, ensure_server
+from transforms.monitoring.services import NO_SERVICES, WorkerServices
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,18 +94,12 @@ class _ParseFn(beam.DoFn):
     # bundle: two metric updates per event were a tenth of the parse step's cost.
     _FLUSH_EVERY = 1000
 
-    def __init__(self, schema: EventSchema, monitoring: MonitoringConfig | None,
-                 prometheus: PrometheusConfig | None) -> None:
-        self._schema = schema
-        self._monitoring, self._prometheus = monitoring, prometheus
+    def __init__(self, schema: EventSchema, services: WorkerServices) -> None:
+        self._schema, self._services = schema, services
 
     def setup(self) -> None:
         self._parse = self._schema.parser.parse
-        if self._monitoring is not None:
-            # Imported here: the Google client libraries load only when export is on.
-            from transforms.monitoring.exporter import ensure_exporter
-            ensure_exporter(self._monitoring)  # once per worker process; exports while the job runs
-        ensure_server(self._prometheus)  # once per worker process: /metrics while the job runs
+        self._services.start()
 
     def start_bundle(self) -> None:
         self._seen = self._valid = self._invalid = 0
@@ -146,12 +139,11 @@ class _ParseFn(beam.DoFn):
 
 class ParseEvents(beam.PTransform):
     """KafkaRecord -> ParsedEvent | DeadLetter (an OffsetGap -> SkippedOffsets), by the contract's schema.
-    Starts the Cloud Monitoring exporter and the Prometheus endpoint in each worker process when set."""
+    Starts the worker's `services` (metrics endpoint, export) where it runs."""
 
-    def __init__(self, schema: EventSchema, monitoring: MonitoringConfig | None = None,
-                 prometheus: PrometheusConfig | None = None) -> None:
+    def __init__(self, schema: EventSchema, services: WorkerServices = NO_SERVICES) -> None:
         super().__init__()
-        self._schema, self._monitoring, self._prometheus = schema, monitoring, prometheus
+        self._schema, self._services = schema, services
 
     def expand(self, records):
-        return records | "Parse" >> beam.ParDo(_ParseFn(self._schema, self._monitoring, self._prometheus))
+        return records | "Parse" >> beam.ParDo(_ParseFn(self._schema, self._services))

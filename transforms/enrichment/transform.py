@@ -49,6 +49,7 @@ from transforms.enrichment.caller import Caller
 from transforms.enrichment.outcomes import Enriched, Failed
 from transforms.enrichment.runtime import BatchResult, Runtime, RuntimeFactory, set_gauges, shared_runtime
 from transforms.monitoring import metrics
+from transforms.monitoring.services import StartingServices, WorkerServices
 
 _BATCHES = metrics.counter("batches")
 _BATCH_SIZE = metrics.distribution("batch_size")
@@ -263,6 +264,10 @@ class ThrottledEnrichment(beam.PTransform):
         self._runtime_factory = runtime_factory
         # Every DoFn instance of this caller and these settings in a process shares one runtime.
         self._key = hashlib.sha256(pickler.dumps((caller, settings))).hexdigest()[:16]
+
+    def with_worker_services(self, services: WorkerServices) -> ThrottledEnrichment:
+        """The same transform, starting the worker's `services` (metrics endpoint, export) where it runs."""
+        return self.with_runtime_factory(StartingServices(services, self._runtime_factory))
 
     def with_runtime_factory(self, runtime_factory: RuntimeFactory) -> ThrottledEnrichment:
         """The same transform on other runtimes (the benchmark's stand-ins, tests' fakes)."""

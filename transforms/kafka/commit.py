@@ -40,6 +40,7 @@ from transforms.kafka.connection import KafkaConnection, consumer_config, with_r
 from transforms.kafka.offset_ranges import OffsetRangeSet
 from transforms.kafka.records import CommittedOffset, OffsetAck
 from transforms.monitoring import metrics
+from transforms.monitoring.services import NO_SERVICES, WorkerServices
 
 _LOG = logging.getLogger(__name__)
 
@@ -221,14 +222,17 @@ class _CommitFn(beam.DoFn):
     """
     PENDING = ReadModifyWriteStateSpec("pending", _STATE_CODER)
 
-    def __init__(self, conn: KafkaConnection, offsets_factory: OffsetsFactory = GroupOffsets) -> None:
+    def __init__(self, conn: KafkaConnection, offsets_factory: OffsetsFactory = GroupOffsets,
+                 services: WorkerServices = NO_SERVICES) -> None:
         self._conn = conn
         self._offsets_factory = offsets_factory
+        self._services = services
         self._offsets: GroupOffsets | None = None
         self._to_commit: dict[tuple[str, int], int] = {}
 
     def setup(self) -> None:
         self._offsets = self._offsets_factory(self._conn)
+        self._services.start()
 
     def start_bundle(self) -> None:
         # A fresh dict per bundle: the finalizer keeps the previous one.
@@ -299,12 +303,13 @@ class CommitOffsets(beam.PTransform):
     """
 
     def __init__(self, connection: KafkaConnection, after_checkpoint: bool = False,
-                 offsets_factory: OffsetsFactory = GroupOffsets) -> None:
+                 offsets_factory: OffsetsFactory = GroupOffsets, services: WorkerServices = NO_SERVICES) -> None:
         super().__init__()
         connection.require_group()
         self._conn = connection
         self._after_checkpoint = after_checkpoint
         self._offsets_factory = offsets_factory
+        self._services = services
 
     def expand(self, acks: beam.PCollection) -> beam.PCollection:
         commit_fn = _CommitAfterCheckpointFn if self._after_checkpoint else _CommitFn
@@ -314,5 +319,5 @@ class CommitOffsets(beam.PTransform):
             | "KeyByPartition" >> beam.Map(
                 lambda a: (f"{a.topic}/{a.partition}", a)).with_output_types(
                     tuple[str, OffsetAck])
-            | "Commit" >> beam.ParDo(commit_fn(self._conn, self._offsets_factory))
+            | "Commit" >> beam.ParDo(commit_fn(self._conn, self._offsets_factory, self._services))
             .with_output_types(CommittedOffset))

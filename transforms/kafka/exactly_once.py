@@ -49,6 +49,7 @@ from transforms.control.settings import DEFAULTS
 from transforms.kafka.connection import KafkaConnection, consumer_config, producer_config, with_retries
 from transforms.kafka.records import CommittedOffset, OffsetGap, OutboundRecord
 from transforms.monitoring import metrics
+from transforms.monitoring.services import NO_SERVICES, WorkerServices
 from transforms.windowing import in_global_window
 
 _LOG = logging.getLogger(__name__)
@@ -133,8 +134,10 @@ class _TransactionalWriteFn(beam.DoFn):
     # Records above a gap of their partition, waiting for the records below them.
     WAITING = BagStateSpec("waiting", PickleCoder())
 
-    def __init__(self, conn: KafkaConnection, txn_max_s: float, timeout_ms: int) -> None:
+    def __init__(self, conn: KafkaConnection, txn_max_s: float, timeout_ms: int,
+                 services: WorkerServices = NO_SERVICES) -> None:
         self._conn = conn
+        self._services = services
         self._txn_max_s = txn_max_s
         self._timeout_ms = timeout_ms
         self._partitions: dict[tuple[str, int], _Partition] = {}
@@ -142,6 +145,7 @@ class _TransactionalWriteFn(beam.DoFn):
         self._consumer: Consumer | None = None
 
     def setup(self) -> None:
+        self._services.start()
         self._partitions = {}
         self._consumer = Consumer(consumer_config(self._conn))
         self._group_metadata = self._consumer.consumer_group_metadata()
@@ -316,7 +320,8 @@ class WriteToKafkaExactlyOnce(beam.PTransform):
     Output: a `CommittedOffset` per committed transaction.
     """
 
-    def __init__(self, connection: KafkaConnection, txn_max_s: float = 10.0, longest_wait_s: float = DEFAULTS.deadline_s) -> None:
+    def __init__(self, connection: KafkaConnection, txn_max_s: float = 10.0,
+                 longest_wait_s: float = DEFAULTS.deadline_s, services: WorkerServices = NO_SERVICES) -> None:
         """`longest_wait_s`: the longest an element upstream may wait (the batch deadline); the
         transaction timeout covers it (`transaction_timeout_ms`)."""
         super().__init__()
@@ -324,6 +329,7 @@ class WriteToKafkaExactlyOnce(beam.PTransform):
         self._conn = connection
         self._txn_max_s = txn_max_s
         self._timeout_ms = transaction_timeout_ms(longest_wait_s, connection.properties)
+        self._services = services
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         return (records
@@ -331,5 +337,5 @@ class WriteToKafkaExactlyOnce(beam.PTransform):
                 | "KeyBySourcePartition" >> beam.Map(
                     lambda r: (f"{r.source.topic}/{r.source.partition}", r)).with_output_types(
                         tuple[str, OutboundRecord | OffsetGap])
-                | "WriteTransactionally" >> beam.ParDo(_TransactionalWriteFn(self._conn, self._txn_max_s, self._timeout_ms))
+                | "WriteTransactionally" >> beam.ParDo(_TransactionalWriteFn(self._conn, self._txn_max_s, self._timeout_ms, self._services))
                 .with_output_types(CommittedOffset))

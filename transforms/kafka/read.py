@@ -47,6 +47,7 @@ from transforms.kafka.records import KafkaRecord, OffsetGap, PartitionSpec, Sour
 from transforms.kafka.start import StartPosition
 from transforms.kafka.tracker import UNBOUNDED_STOP, GrowableOffsetRestrictionTracker, PartitionRange
 from transforms.monitoring import metrics
+from transforms.monitoring.services import NO_SERVICES, WorkerServices
 from transforms.windowing import event_time, in_global_window
 
 _LOG = logging.getLogger(__name__)
@@ -303,9 +304,11 @@ class _Call:
 class _ReadPartitionFn(beam.DoFn):
     """Bounded SDF: reads each partition's `[start, stop)` and finishes."""
 
-    def __init__(self, conn: KafkaConnection, settings: ReadSettings) -> None:
+    def __init__(self, conn: KafkaConnection, settings: ReadSettings,
+                 services: WorkerServices = NO_SERVICES) -> None:
         self._conn = conn
         self._settings = settings
+        self._services = services
         # Most recently read partition last; at most settings.max_open_consumers.
         self._consumers: OrderedDict[tuple[str, int], _CachedConsumer] = OrderedDict()
         self._slack = Duration(settings.watermark_slack_s)
@@ -314,6 +317,7 @@ class _ReadPartitionFn(beam.DoFn):
 
     def setup(self) -> None:
         self._consumers = OrderedDict()
+        self._services.start()
 
     def teardown(self) -> None:
         for cached in self._consumers.values():
@@ -560,7 +564,8 @@ class ReadFromKafka(beam.PTransform):
 
     def __init__(self, connection: KafkaConnection, topic: str, *, bounded: bool = False,
                  max_records: int | None = None,
-                 settings: ReadSettings = ReadSettings(), start: StartPosition | None = None) -> None:
+                 settings: ReadSettings = ReadSettings(), start: StartPosition | None = None,
+                 services: WorkerServices = NO_SERVICES) -> None:
         super().__init__()
         connection.require_group()
         if max_records is not None and (not bounded or max_records < 0):
@@ -571,10 +576,11 @@ class ReadFromKafka(beam.PTransform):
         self._max_records = max_records
         self._settings = settings
         self._start = start or StartPosition.from_reset(dict(connection.properties))
+        self._services = services
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         read_fn = (_ReadPartitionFn if self._bounded else _ReadUnboundedPartitionFn)(
-            self._conn, self._settings)
+            self._conn, self._settings, self._services)
         every = self._settings.partition_discovery_s
         if self._bounded or not every:
             specs = (pbegin

@@ -41,6 +41,7 @@ from transforms.kafka.connection import KafkaConnection, producer_config
 from transforms.kafka.offset_ranges import OffsetRangeSet
 from transforms.kafka.records import OffsetAck, OffsetGap, OutboundRecord, SourcePosition
 from transforms.monitoring import metrics
+from transforms.monitoring.services import NO_SERVICES, WorkerServices
 from transforms.windowing import in_global_window
 
 _LOG = logging.getLogger(__name__)
@@ -63,8 +64,9 @@ class _WriteFn(beam.DoFn):
     """Produces records; emits acks for delivered ones, coalesced per source partition."""
 
     def __init__(self, conn: KafkaConnection, flush_timeout_s: float, encode: Encoder | None,
-                 commit_every_s: float | None) -> None:
+                 commit_every_s: float | None, services: WorkerServices) -> None:
         self._conn = conn
+        self._services = services
         self._flush_timeout_s = flush_timeout_s
         self._encode = encode
         self._commit_every_s = commit_every_s
@@ -82,6 +84,7 @@ class _WriteFn(beam.DoFn):
         self._since_poll = 0
 
     def setup(self) -> None:
+        self._services.start()
         if self._commit_every_s:
             self._commits = DeliveredPrefix(self._conn)
 
@@ -211,7 +214,8 @@ class WriteToKafka(beam.PTransform):
     """
 
     def __init__(self, connection: KafkaConnection, *, flush_timeout_s: float = 60.0,
-                 encode: Encoder | None = None, commit_every_s: float | None = None) -> None:
+                 encode: Encoder | None = None, commit_every_s: float | None = None,
+                 services: WorkerServices = NO_SERVICES) -> None:
         """`commit_every_s` (bounded runs only): also commit the group's offsets of what is
         delivered that often (`DeliveredPrefix`); needs a group."""
         super().__init__()
@@ -221,8 +225,9 @@ class WriteToKafka(beam.PTransform):
         self._flush_timeout_s = flush_timeout_s
         self._encode = encode
         self._commit_every_s = commit_every_s
+        self._services = services
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         return records | "Produce" >> beam.ParDo(
-            _WriteFn(self._conn, self._flush_timeout_s, self._encode, self._commit_every_s)
+            _WriteFn(self._conn, self._flush_timeout_s, self._encode, self._commit_every_s, self._services)
         ).with_output_types(OffsetAck)

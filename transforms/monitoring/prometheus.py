@@ -51,7 +51,8 @@ def parse_ports(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class PrometheusConfig:
-    """What a worker process needs to serve `/metrics`; picklable, it travels inside the parse DoFn."""
+    """What a worker process needs to serve `/metrics`; picklable, it travels inside every step that
+    records metrics (`services.WorkerServices`)."""
     ports: tuple[int, int]
     host: str = "0.0.0.0"
     #: Input topic whose lag and oldest-uncommitted age are sampled at scrape time (None = not sampled).
