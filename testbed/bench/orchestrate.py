@@ -64,10 +64,11 @@ def calibrate(run_dir: Path, batch_size: int = 1) -> dict[str, Any]:
             "service_p99_ms": stats["latency_p99_ms"]}
 
 
-def _pipeline_args(run: Run, bootstrap: str, topics: dict[str, str], group: str, url: str) -> list[str]:
+def _pipeline_args(run: Run, bootstrap: str, topics: dict[str, str], group: str, url: str,
+                   extra: tuple[str, ...] = ()) -> list[str]:
     args = [f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}",
             f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}", f"--group_id={group}",
-            f"--service_url={url}/score", f"--batch_size={run.batch_size}"]
+            f"--service_url={url}/score", f"--batch_size={run.batch_size}", *(extra if run.client == "ours" else ())]
     if run.workers > 1:
         return [*args, f"--max_in_flight={S4_MAX_IN_FLIGHT}", f"--num_shards={S4_SHARDS}", "--progress_interval=0"]
     if run.client == "ours":
@@ -97,7 +98,7 @@ def _wait_first_request(service: ScoringServiceProcess, client: subprocess.Popen
     return None
 
 
-def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
+def execute_run(run: Run, bootstrap: str, out_dir: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     run_dir = out_dir / "runs" / run.key
     run_dir.mkdir(parents=True, exist_ok=True)
     suffix = uuid.uuid4().hex[:6]
@@ -106,7 +107,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
     for name, partitions in (("in", max(4, run.workers)), ("out", 2), ("dlq", 1)):
         create_topic(bootstrap, topics[name], partitions)
     group = f"bench-{run.key}-{suffix}"
-    record: dict[str, Any] = {"run": asdict(run), "topics": topics, "group": group}
+    record: dict[str, Any] = {"run": asdict(run), "topics": topics, "group": group, "extra_args": list(extra)}
     began = time.monotonic()
     if run.prefill:
         produced = produce_events(bootstrap, topics["in"], count=run.prefill, keep_ids=False, seed=1,
@@ -115,7 +116,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path) -> dict[str, Any]:
     service = ScoringServiceProcess(service_args(**run.service), log_dir=run_dir / "service").start()
     telemetry = run_dir / "telemetry.jsonl"
     telemetry.unlink(missing_ok=True)
-    cmd = client_command(run, telemetry, _pipeline_args(run, bootstrap, topics, group, service.url))
+    cmd = client_command(run, telemetry, _pipeline_args(run, bootstrap, topics, group, service.url, extra))
     client_log = (run_dir / "client.log").open("wb")
     client = subprocess.Popen(cmd, cwd=REPO, stdout=client_log, stderr=subprocess.STDOUT)
     producer: subprocess.Popen | None = None
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", default=None, help="comma list of S1,S2,S3,S3o,M (default all)")
     p.add_argument("--clients", default=None, help="comma list: only these clients")
     p.add_argument("--bootstrap_servers", default=None, help="use this broker instead of starting one")
+    p.add_argument("--pipeline_arg", action="append", default=[], metavar="FLAG",
+                   help="one more flag for our job in every run (an A/B of a job option); repeatable")
     p.add_argument("--report_only", metavar="DIR", default=None,
                    help="re-analyse DIR/results.json (tables and plots) without running anything")
     args = p.parse_args(argv)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             results["scenarios"].append(entry)
             for run in scenario.runs:
                 _say(f"{scenario.name}: {run.key} ({run.duration_s:g} s window, prefill {run.prefill:,})")
-                record = execute_run(run, bootstrap, out_dir)
+                record = execute_run(run, bootstrap, out_dir, tuple(args.pipeline_arg))
                 entry["runs"].append(record)
                 _say(f"  done in {record.get('wall_s')} s; startup {record.get('startup_s')} s"
                      + (f"; ERROR {record['error']}" if record.get("error") else ""))
