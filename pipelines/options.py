@@ -56,27 +56,6 @@ class ConfigError(ValueError):
     """A configuration problem, reported as one line before anything starts."""
 
 
-def _boolean(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() == "true"
-
-
-class PortableWorkerOptions(PipelineOptions):
-    """Options of Beam Java's portable runners that Beam Python 2.62 does not declare. Declared here
-    so that they reach the job server: it drops flags Python does not know (unless the job is
-    submitted as an uber jar)."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--load_balance_bundles", default=None, type=_boolean, metavar="true|false",
-            help="Flink, --sdk_worker_parallelism > 1: true sends each bundle to an idle SDK worker, so every "
-                 "worker scores, but a worker then runs one bundle at a time; unset or false (Beam's default) "
-                 "pins each stage of a slot to one worker, and a worker may score for two slots while another "
-                 "scores nothing. Measured in docs/bench/2026-12-07/s4-load-balance.md.")
-
-
 class EnrichPaymentsOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:

@@ -105,14 +105,3 @@ def test_flink_streaming_bundles_last_at_most_the_batch_wait() -> None:
     assert flag(checked(*streaming, "--max_bundle_time_mills=40"), "--max_bundle_time_mills") == ["40"]
     assert flag(checked("--runner=FlinkRunner"), "--max_bundle_time_mills") == []   # a drain's bundles end with its reads
 
-
-@pytest.mark.parametrize("runner", FLINK)
-def test_load_balance_bundles_reaches_the_options_the_job_server_reads(runner: str) -> None:
-    """Python 2.62 does not declare Java's loadBalanceBundles, and the job server drops what Python does not
-    know (unless submitted as an uber jar): the job declares it, so a user's choice arrives."""
-    assert "load_balance_bundles" not in parse_options(checked(f"--runner={runner}")).get_all_options(drop_default=True)
-    for value, expected in (("true", True), ("false", False)):
-        options = parse_options(checked(f"--runner={runner}", f"--load_balance_bundles={value}"))
-        assert options.get_all_options(drop_default=True)["load_balance_bundles"] is expected
-    with pytest.raises(ConfigError, match="expected true or false"):
-        parse_options(["--runner=FlinkRunner", "--load_balance_bundles=yes"])
