@@ -20,7 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.contract.fields import brief
 from transforms.contract.schema import Event, EventSchema, InvalidEvent
-from transforms.kafka.records import KafkaRecord, OffsetGap, SourcePosition
+from transforms.kafka.records import OffsetGap, RecordBatch, SourcePosition
 from transforms.monitoring import metrics
 from transforms.monitoring.services import NO_SERVICES, WorkerServices
 
@@ -90,9 +90,7 @@ _PARSE_DEAD_LETTERS = metrics.counter("parse_dead_letters")
 
 
 class _ParseFn(beam.DoFn):
-    # Counted here and handed to the metrics every _FLUSH_EVERY records and at the end of the
-    # bundle: two metric updates per event were a tenth of the parse step's cost.
-    _FLUSH_EVERY = 1000
+    """One `RecordBatch` -> one list of what its records became, in the same order."""
 
     def __init__(self, schema: EventSchema, services: WorkerServices) -> None:
         self._schema, self._services = schema, services
@@ -101,44 +99,37 @@ class _ParseFn(beam.DoFn):
         self._parse = self._schema.parser.parse
         self._services.start()
 
-    def start_bundle(self) -> None:
-        self._seen = self._valid = self._invalid = 0
-
-    def process(self, record: KafkaRecord | OffsetGap) -> Iterator[ParsedEvent | DeadLetter]:
-        if isinstance(record, OffsetGap):
-            yield SkippedOffsets.of(record)
-            return
-        self._seen += 1
-        if self._seen >= self._FLUSH_EVERY:
-            self._flush()
-        try:
-            event = self._parse(record.value)
-        except InvalidEvent as e:
-            detail = str(e)
-        except Exception as e:  # a parser bug costs one dead letter, not a bundle that fails on every retry
-            detail = f"parser error: {type(e).__name__}: {brief(str(e))}"
-            _LOG.error("parsing raised %s on %s/%d@%d; dead-lettered", type(e).__name__,
-                       record.position.topic, record.position.partition, record.position.offset, exc_info=True)
-        else:
-            self._valid += 1
-            yield ParsedEvent(event, record.value or b"", record.position, record.timestamp_ms, record.key)
-            return
-        self._invalid += 1
-        yield DeadLetter(reason="invalid_event", detail=detail, stage="parse", payload=record.value,
-                         source=record.position, record_key=record.key)
-
-    def finish_bundle(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        _EVENTS_IN.inc(self._seen)
-        _EVENTS_VALID.inc(self._valid)
-        _PARSE_DEAD_LETTERS.inc(self._invalid)
-        self._seen = self._valid = self._invalid = 0
+    def process(self, batch: RecordBatch) -> Iterator[list[ParsedEvent | DeadLetter]]:
+        out: list[ParsedEvent | DeadLetter] = []
+        valid = invalid = 0
+        for record in batch:
+            if isinstance(record, OffsetGap):
+                out.append(SkippedOffsets.of(record))
+                continue
+            try:
+                event = self._parse(record.value)
+            except InvalidEvent as e:
+                detail = str(e)
+            except Exception as e:  # a parser bug costs one dead letter, not a bundle that fails on every retry
+                detail = f"parser error: {type(e).__name__}: {brief(str(e))}"
+                _LOG.error("parsing raised %s on %s/%d@%d; dead-lettered", type(e).__name__,
+                           record.position.topic, record.position.partition, record.position.offset, exc_info=True)
+            else:
+                valid += 1
+                out.append(ParsedEvent(event, record.value or b"", record.position, record.timestamp_ms, record.key))
+                continue
+            invalid += 1
+            out.append(DeadLetter(reason="invalid_event", detail=detail, stage="parse", payload=record.value,
+                                  source=record.position, record_key=record.key))
+        _EVENTS_IN.inc(valid + invalid)
+        _EVENTS_VALID.inc(valid)
+        if invalid:
+            _PARSE_DEAD_LETTERS.inc(invalid)
+        yield out
 
 
 class ParseEvents(beam.PTransform):
-    """KafkaRecord -> ParsedEvent | DeadLetter (an OffsetGap -> SkippedOffsets), by the contract's schema.
+    """RecordBatch -> list of ParsedEvent | DeadLetter (an OffsetGap -> SkippedOffsets), by the contract's schema.
     Starts the worker's `services` (metrics endpoint, export) where it runs."""
 
     def __init__(self, schema: EventSchema, services: WorkerServices = NO_SERVICES) -> None:

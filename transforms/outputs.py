@@ -81,3 +81,7 @@ class RecordEncoder:
         if isinstance(outcome, Failed):
             outcome = enrichment_dead_letter(outcome)
         return dead_letter_record(outcome, self._dlq_topic)
+
+    def each(self, outcomes: list[Any] | Any) -> list[OutboundRecord | OffsetGap]:
+        """A list of outcomes (or one outcome) -> their records, for steps that take one record per element."""
+        return [self(o) for o in outcomes] if outcomes.__class__ is list else [self(outcomes)]

@@ -24,9 +24,14 @@ _MAX_MS = GlobalWindow().max_timestamp().micros // 1000
 _MIN_MS = -_MAX_MS
 
 
+def clamped_ms(timestamp_ms: int) -> int:
+    """A Kafka timestamp (ms) moved into the global window's range."""
+    return min(max(timestamp_ms, _MIN_MS), _MAX_MS)
+
+
 def event_time(timestamp_ms: int) -> Timestamp:
     """A Kafka timestamp (ms) as a Beam timestamp inside the global window."""
-    return Timestamp(micros=min(max(timestamp_ms, _MIN_MS), _MAX_MS) * 1000)
+    return Timestamp(micros=clamped_ms(timestamp_ms) * 1000)
 
 
 def in_global_window(value: Any, timestamp: Timestamp) -> WindowedValue:

@@ -74,7 +74,7 @@ with beam.Pipeline(options=PipelineOptions(sys.argv[6:])) as p:
     records = p | ReadFromKafka(conn, source, bounded=True)
     if parse == "parse":
         records = records | ParseEvents(load_contract(DEFAULT_CONTRACT).schema)
-    records | beam.Map(raw) | WriteToKafka(conn) | CommitOffsets(conn)
+    records | beam.Map(lambda batch: [raw(r) for r in batch]) | WriteToKafka(conn) | CommitOffsets(conn)
 """
 
 

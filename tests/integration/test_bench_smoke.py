@@ -81,7 +81,8 @@ def test_tiny_scenario_end_to_end(bootstrap_servers, tmp_path) -> None:
 
 @pytest.mark.parametrize("client", ["naive", "pool", "beam"])
 def test_baselines_keep_the_scoring_contract(client, scoring_service) -> None:
-    """ParsedEvent | DeadLetter in, Enriched | Failed | DeadLetter out, earlier dead letters passed through."""
+    """Lists of ParsedEvent | DeadLetter in (the job's shape), Enriched | Failed | DeadLetter out, earlier dead
+    letters passed through."""
     contract = load_contract(DEFAULT_CONTRACT).with_url(scoring_service.url + "/score")
     run_id = uuid.uuid4().hex[:6]
     items = []
@@ -97,7 +98,7 @@ def test_baselines_keep_the_scoring_contract(client, scoring_service) -> None:
         assert [d.reason for d in letters] == ["bad"]
 
     with beam.Pipeline(runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner") as p:
-        out = p | beam.Create(items) | make_client(client, contract, batch_size=3)
+        out = p | beam.Create([items[:4], items[4:]]) | make_client(client, contract, batch_size=3)
         assert_that(out, check)
 
 

@@ -80,7 +80,7 @@ def drain(conn: KafkaConnection, source: str, sink: str, max_records: int | None
     pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
     _ = (pipeline
          | ReadFromKafka(conn, source, bounded=True, max_records=max_records, settings=settings, start=start)
-         | beam.Map(to_outbound, sink)
+         | beam.Map(lambda batch, topic: [to_outbound(r, topic) for r in batch], sink)   # the job's lists
          | WriteToKafka(conn)
          | CommitOffsets(conn))
     result = pipeline.run()
@@ -293,6 +293,21 @@ def test_runner_splits_of_a_transactional_drain_leave_no_offset_uncommitted(
     assert all(offsets == sorted(offsets) for offsets in committed_history(caplog).values())
 
 
+def unbatched(outputs: list, poll_batch: int = ReadSettings.poll_batch) -> list[KafkaRecord | OffsetGap]:
+    """The reader's outputs (`RecordBatch`es) as one list, after checking their shape: per poll, at
+    most `poll_batch` records of one partition in offset order, then that poll's gaps."""
+    out: list[KafkaRecord | OffsetGap] = []
+    for batch in outputs:
+        assert isinstance(batch, list) and batch
+        records = [r for r in batch if isinstance(r, KafkaRecord)]
+        assert batch[:len(records)] == records and len(records) <= poll_batch     # records first, then gaps
+        sources = [r.position if isinstance(r, KafkaRecord) else r.source for r in batch]
+        assert len({(p.topic, p.partition) for p in sources}) == 1
+        assert [p.offset for p in sources] == sorted(p.offset for p in sources)
+        out += batch
+    return out
+
+
 def read_to_the_end(fn: kafka_read._ReadPartitionFn, spec: PartitionSpec, restriction: PartitionRange,
                     max_calls: int = 1_000) -> list[KafkaRecord | OffsetGap]:
     """Process a restriction like the SDK harness - process, check_done, resume the residual - until
@@ -301,8 +316,8 @@ def read_to_the_end(fn: kafka_read._ReadPartitionFn, spec: PartitionSpec, restri
     provider, out, idle = _PartitionRestrictions(), [], 0
     for _ in range(max_calls):
         tracker = ThreadsafeRestrictionTracker(provider.create_tracker(restriction))
-        new = [v.value for v in fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
-                                           tracker=RestrictionTrackerView(tracker))]
+        new = unbatched([v.value for v in fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
+                                                     tracker=RestrictionTrackerView(tracker))])
         tracker.check_done()
         out += new
         idle = 0 if new else idle + 1
@@ -449,14 +464,17 @@ def test_unbounded_read_checkpoints_idles_with_a_delay_and_advances_the_watermar
             return out, estimator.current_watermark(), residual, delay
 
         first, watermark, residual, delay = resume(provider.initial_restriction(spec))
-        assert [r.value.position.offset for r in first] == list(range(20))
-        assert first[5].timestamp == Timestamp(micros=(base_ms + 5) * 1000)
+        records = unbatched([r.value for r in first])
+        assert [r.position.offset for r in records] == list(range(20))
+        assert records[5].timestamp_ms == base_ms + 5
+        assert first[0].timestamp == Timestamp(micros=base_ms * 1000)      # a batch is as old as its oldest record
         assert (residual.start, residual.stop, delay) == (20, UNBOUNDED_STOP, Duration(0))
-        assert watermark == first[-1].timestamp - Duration(1.0)
+        assert watermark == Timestamp(micros=(base_ms + 19) * 1000) - Duration(1.0)   # the newest, less the slack
 
         second, watermark, residual, delay = resume(residual)
-        assert [r.value.position.offset for r in second] == list(range(20, 30))
-        assert second[0].value.position.covers_from == 20
+        records = unbatched([r.value for r in second])
+        assert [r.position.offset for r in records] == list(range(20, 30))
+        assert records[0].position.covers_from == 20
         assert residual.start == 30
         assert Duration(0.2) < delay <= Duration(0.25)  # caught up: resume later
         assert watermark >= Timestamp.now() - Duration(5)  # idle: tracks wall time
@@ -498,8 +516,8 @@ def test_the_unbounded_read_splits_at_any_fraction_within_the_backlog(
         first = read_to_the_end(fn, spec, provider.initial_restriction(spec), max_calls=1)  # caches the end, 400
         tracker = ThreadsafeRestrictionTracker(provider.create_tracker(PartitionRange(topic, 0, 100, UNBOUNDED_STOP)))
         runner = SplitWhenClaiming(tracker, 149, fraction)
-        second = [v.value for v in fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
-                                              tracker=runner)]
+        second = unbatched([v.value for v in fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
+                                                        tracker=runner)])
         tracker.check_done()
         primary, residual = runner.split
         split_at = 150 if fraction == 0 else 149 + max(1, int((400 - 149) * fraction))

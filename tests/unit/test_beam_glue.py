@@ -140,25 +140,33 @@ def _parsed(i: int, account: str | None = None, raw_bytes: int = 100, txn: str |
     return ParsedEvent(event, b"x" * raw_bytes, SourcePosition("in", i % 4, i, i), 1_700_000_000_000 + i)
 
 
-def _enrich(items: list[object], shards: int = 4, **settings) -> tuple[list[object], list[list]]:
+def _enrich(items: list[object], shards: int = 4, lists: bool = False, **settings) -> tuple[list[object], list[list]]:
+    """Outputs and submitted batches; with `lists`, the items go in as lists of up to 50 (the job's
+    record batches) and every output must be a list (flattened here)."""
     run = uuid.uuid4().hex
+    inputs = [items[i:i + 50] for i in range(0, len(items), 50)] if lists else items
     with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
-        (p | beam.Create(items, reshuffle=False)
+        (p | beam.Create(inputs, reshuffle=False)
            | ThrottledEnrichment(NoCaller(), ThrottleSettings(num_shards=shards, **settings), shard_key=shard_key_of,
                                  size_of=size_of, passthrough=(DeadLetter,), timestamp_of=timestamp_of,
-                                 runtime_factory=FakeRuntimeFactory(run))
+                                 lists=lists, runtime_factory=FakeRuntimeFactory(run))
            | beam.ParDo(_Collect(run)))
-    return _OUTPUTS.pop(run), _SUBMITTED.pop(run, [])
+    outputs = _OUTPUTS.pop(run)
+    if lists:
+        assert all(isinstance(o, list) and o for o in outputs)
+        outputs = [o for out in outputs for o in out]
+    return outputs, _SUBMITTED.pop(run, [])
 
 
 def _letter(offset: int) -> DeadLetter:
     return DeadLetter("invalid_event", "invalid JSON", "parse", b"{", SourcePosition("in", 0, offset, offset))
 
 
-def test_every_input_yields_exactly_one_output_and_tails_are_flushed() -> None:
+@pytest.mark.parametrize("lists", [False, True])
+def test_every_input_yields_exactly_one_output_and_tails_are_flushed(lists: bool) -> None:
     valid = [_parsed(i) for i in range(1003)]
     parse_failures = [_letter(5000 + i) for i in range(7)]
-    outputs, batches = _enrich(valid + parse_failures, batch_size=20, max_batch_bytes=10_000)
+    outputs, batches = _enrich(valid + parse_failures, lists=lists, batch_size=20, max_batch_bytes=10_000)
 
     enriched = [o for o in outputs if isinstance(o, Enriched)]
     passed = [o for o in outputs if isinstance(o, DeadLetter)]
@@ -171,22 +179,24 @@ def test_every_input_yields_exactly_one_output_and_tails_are_flushed() -> None:
     assert all(e.result == (0.5, "approve", "m1") and e.attempts == 1 for e in enriched)
 
 
-def test_batches_respect_the_event_and_byte_bounds_and_shards() -> None:
+@pytest.mark.parametrize("lists", [False, True])
+def test_batches_respect_the_event_and_byte_bounds_and_shards(lists: bool) -> None:
     # 300-byte events under a 1,000-byte bound: at most 3 per batch although 20 would fit by count.
     valid = [_parsed(i, raw_bytes=300) for i in range(200)]
-    _, batches = _enrich(valid, batch_size=20, max_batch_bytes=1_000)
+    _, batches = _enrich(valid, lists=lists, batch_size=20, max_batch_bytes=1_000)
     assert all(1 <= len(b) <= 3 for b in batches)
     assert all(sum(len(p.raw) for p in b) <= 1_000 for b in batches)
     # A batch holds the events of one shard only (an account always lands in one shard).
-    _, by_count = _enrich([_parsed(i) for i in range(200)], batch_size=7)
+    _, by_count = _enrich([_parsed(i) for i in range(200)], lists=lists, batch_size=7)
     assert all(len(b) <= 7 for b in by_count)
     assert all(len({shard_of(p.event.key, 4) for p in b}) == 1 for b in by_count)
 
 
-def test_a_failed_batch_fails_every_element_and_a_failed_result_only_its_own() -> None:
+@pytest.mark.parametrize("lists", [False, True])
+def test_a_failed_batch_fails_every_element_and_a_failed_result_only_its_own(lists: bool) -> None:
     events = ([_parsed(i, account="acct-same") for i in range(5)]
               + [_parsed(99, account="acct-same", txn="fail-1")] + [_parsed(7, account="other", txn="bad-7")])
-    outputs, _ = _enrich(events, shards=1, batch_size=6)
+    outputs, _ = _enrich(events, shards=1, lists=lists, batch_size=6)
     failed = [o for o in outputs if isinstance(o, Failed)]
     assert len(outputs) == 7 and len(failed) == 7     # the first batch failed as a whole; bad-7 alone
     whole = [f for f in failed if f.reason == "retries_exhausted"]
@@ -196,16 +206,19 @@ def test_a_failed_batch_fails_every_element_and_a_failed_result_only_its_own() -
     assert alone.element.event.id == "bad-7" and alone.attempts == 1
 
 
-def test_a_stopping_batch_fails_the_bundle_with_the_one_line_reason_and_emits_nothing_of_it() -> None:
+@pytest.mark.parametrize("lists", [False, True])
+def test_a_stopping_batch_fails_the_bundle_with_the_one_line_reason_and_emits_nothing_of_it(lists: bool) -> None:
     events = [_parsed(i) for i in range(50)] + [_parsed(50, txn="stop-50")]
     run = uuid.uuid4().hex
     with pytest.raises(Exception, match="enrichment stopped: status 401 is listed under status.stop"):
         with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
-            (p | beam.Create(events, reshuffle=False)
+            (p | beam.Create([events] if lists else events, reshuffle=False)
                | ThrottledEnrichment(NoCaller(), ThrottleSettings(num_shards=1, batch_size=100),
+                                     timestamp_of=timestamp_of if lists else None, lists=lists,
                                      runtime_factory=FakeRuntimeFactory(run))
                | beam.ParDo(_Collect(run)))
-    assert not any(_id(o.element) == "stop-50" for o in _OUTPUTS.pop(run, []))
+    outputs = _OUTPUTS.pop(run, [])
+    assert not any(_id(o.element) == "stop-50" for o in (sum(outputs, []) if lists else outputs))
 
 
 def test_outputs_keep_their_elements_windows_and_timestamps() -> None:
@@ -264,16 +277,20 @@ def test_an_offset_gap_passes_parse_and_enrichment_and_becomes_the_gap_again() -
     gap = OffsetGap(SourcePosition("in", 0, 9, 5))
     [skipped] = _parse([gap])
     assert isinstance(skipped, SkippedOffsets) and skipped.source == gap.source
-    outputs, batches = _enrich([skipped], batch_size=20)
-    assert outputs == [skipped] and batches == []        # passed through like a dead letter
+    for lists in (False, True):
+        outputs, batches = _enrich([skipped], lists=lists, batch_size=20)
+        assert outputs == [skipped] and batches == []        # passed through like a dead letter
     assert RecordEncoder(CONTRACT, "out", "dlq")(skipped) == gap   # nothing to write: the writer acks the gap
 
 
 def _parse(records: list) -> list:
+    """The one list the parse step makes of `records` (one batch), which keeps their order."""
     run = uuid.uuid4().hex
     with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
-        p | beam.Create(records, reshuffle=False) | ParseEvents(CONTRACT.schema) | beam.ParDo(_Collect(run))
-    return sorted(_OUTPUTS.pop(run), key=lambda o: o.source.offset)
+        p | beam.Create([records], reshuffle=False) | ParseEvents(CONTRACT.schema) | beam.ParDo(_Collect(run))
+    [outputs] = _OUTPUTS.pop(run)
+    assert [o.source for o in outputs] == [r.source if isinstance(r, OffsetGap) else r.position for r in records]
+    return outputs
 
 
 def test_commits_advance_over_contiguous_acknowledged_ranges_only() -> None:

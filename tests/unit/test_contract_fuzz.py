@@ -692,11 +692,13 @@ def test_the_parse_step_turns_every_record_into_one_output(name: str, data: st.D
                                                                   message_values_of(case.good))),
                                min_size=1, max_size=120))
     records = [_record(i, item) for i, item in enumerate(items)]
+    size = data.draw(st.integers(min_value=1, max_value=len(records)))   # the reader's polls
+    batches = [records[i:i + size] for i in range(0, len(records), size)]
     run = uuid.uuid4().hex
     with beam.Pipeline(options=PipelineOptions(
             ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"])) as p:
-        (p | beam.Create(records, reshuffle=False) | ParseEvents(case.contract.schema)
-         | beam.ParDo(_Collect(run, case.contract)))
+        (p | beam.Create(batches, reshuffle=False) | ParseEvents(case.contract.schema)
+         | beam.FlatMap(iter) | beam.ParDo(_Collect(run, case.contract)))
     outputs = sorted(_OUTPUTS.pop(run))
     assert [offset for offset, _, _, _ in outputs] == list(range(len(records)))
     for (_, kind, reason, detail), record in zip(outputs, records):

@@ -21,7 +21,9 @@ Outputs keep their element's timestamp and window. When the input is in the
 global window and nothing downstream reads element timestamps (the Kafka job),
 `timestamp_of` saves the per-element window bookkeeping: an output then takes
 the timestamp of the element in hand when it is emitted (`timestamp_of` its
-own, at a bundle's end).
+own, at a bundle's end). With `lists=True` the elements in and out are lists (the Kafka job's
+record batches): the shard key splits each input list by shard, and each completed batch leaves
+as one list of outcomes.
 """
 from __future__ import annotations
 
@@ -162,6 +164,12 @@ class _EnrichBatchesFn(beam.DoFn):
         if isinstance(element, self._passthrough):
             yield element   # not ours to enrich (an earlier stage's dead letter): it travels on
             return
+        self._put(shard, element, stamp)
+        if self._pending and self._pending[0][0].done():
+            yield from self._completed(block=False)
+
+    def _put(self, shard: int, element: Any, stamp: Any) -> None:
+        """Adds `element` to its shard's open batch; a batch that is full goes to the runtime."""
         batch = self._open.get(shard)
         if batch is None:
             batch = self._open[shard] = _OpenBatch()
@@ -176,8 +184,6 @@ class _EnrichBatchesFn(beam.DoFn):
         if self._policy.full(len(batch.elements), batch.nbytes):
             self._submit(shard, batch)
             del self._open[shard]
-        if self._pending and self._pending[0][0].done():
-            yield from self._completed(block=False)
 
     def _submit(self, shard: int, batch: _OpenBatch) -> None:
         if batch.elements:
@@ -232,6 +238,31 @@ class _EnrichGlobalBatchesFn(_EnrichBatchesFn):
         return [WindowedValue(v, timestamp_of(v.element), _GLOBAL_WINDOWS) for v in values]
 
 
+class _EnrichListsFn(_EnrichGlobalBatchesFn):
+    """`_EnrichGlobalBatchesFn` over lists: an input element is a shard's list of elements, an
+    output one completed batch's outcomes (or the input's elements passed through), so Beam's
+    cost per element is paid per list."""
+
+    def process(self, keyed: tuple[int, list[Any]]) -> Iterator[list[Any]]:  # type: ignore[override]
+        shard, elements = keyed
+        passthrough, put = self._passthrough, self._put
+        passed = []
+        for element in elements:
+            if isinstance(element, passthrough):
+                passed.append(element)
+            else:
+                put(shard, element, None)
+        if passed:
+            yield passed
+        if self._pending and self._pending[0][0].done():
+            yield from self._completed(block=False)
+
+    def _stamped(self, values: list[Any], stamps: list[Any], at_end: bool) -> Iterable[Any]:
+        if not at_end:
+            return (values,)
+        return (WindowedValue(values, self._timestamp_of(values[0].element), _GLOBAL_WINDOWS),)
+
+
 class ThrottledEnrichment(beam.PTransform):
     """PCollection[E] -> PCollection[Enriched[E, R] | Failed[E]] through `caller`, throttled.
 
@@ -244,6 +275,9 @@ class ThrottledEnrichment(beam.PTransform):
     - `passthrough`: element types that are passed on untouched (an earlier stage's dead letters).
     - `timestamp_of(element)`: for global-window input whose downstream does not read element
       timestamps: skips the per-element window bookkeeping (see the module docstring).
+    - `lists`: the input's elements are lists of elements (global window, `timestamp_of` needed),
+      and so are the outputs - one per completed batch, one per input list's passed-through
+      elements - so Beam's cost per element is paid per list (the Kafka job's record batches).
 
     One runtime (throttle, caller, event loop) per worker process is shared by every instance
     of the same caller and settings. When the job must stop - the service answered with a
@@ -256,8 +290,12 @@ class ThrottledEnrichment(beam.PTransform):
                  size_of: Callable[[Any], int] | None = None,
                  passthrough: tuple[type, ...] = (),
                  timestamp_of: Callable[[Any], Timestamp] | None = None,
+                 lists: bool = False,
                  runtime_factory: RuntimeFactory = shared_runtime) -> None:
         super().__init__()
+        if lists and timestamp_of is None:
+            raise ValueError("lists=True needs timestamp_of: list elements live in the global window")
+        self._lists = lists
         self._caller, self._settings = caller, settings
         self._shard_key, self._size_of, self._passthrough = shard_key, size_of, tuple(passthrough)
         self._timestamp_of = timestamp_of
@@ -273,11 +311,17 @@ class ThrottledEnrichment(beam.PTransform):
         """The same transform on other runtimes (the benchmark's stand-ins, tests' fakes)."""
         return ThrottledEnrichment(self._caller, self._settings, shard_key=self._shard_key, size_of=self._size_of,
                                    passthrough=self._passthrough, timestamp_of=self._timestamp_of,
-                                   runtime_factory=runtime_factory)
+                                   lists=self._lists, runtime_factory=runtime_factory)
 
     def expand(self, elements):
         n, key_of, passthrough = self._settings.num_shards, self._shard_key, self._passthrough
         args = (self._caller, self._settings, self._key, self._size_of, self._passthrough, self._runtime_factory)
+        if self._lists:
+            return (elements
+                    | "KeyByShard" >> beam.FlatMap(_ShardLists(n, key_of, passthrough)).with_output_types(
+                        tuple[int, list[Any]])
+                    | "EnrichBatches" >> beam.ParDo(_EnrichListsFn(*args, timestamp_of=self._timestamp_of))
+                    .with_output_types(list[Any]))
         fn = (_EnrichBatchesFn(*args) if self._timestamp_of is None
               else _EnrichGlobalBatchesFn(*args, timestamp_of=self._timestamp_of))
         return (elements
@@ -303,3 +347,28 @@ class _ShardKey:
         if key.__class__ is str:   # the common case, without a call
             return zlib.crc32(key.encode()) % self._n, element
         return shard_of(key, self._n), element
+
+
+class _ShardLists(_ShardKey):
+    """list -> (shard, the list's elements of that shard) per shard it holds, in their order."""
+
+    def __call__(self, elements: list[Any]) -> Iterator[tuple[int, list[Any]]]:  # type: ignore[override]
+        shards: dict[int, list[Any]] = {}
+        if self._key_of is None:
+            for element in elements:
+                shard = super().__call__(element)[0]
+                shards.setdefault(shard, []).append(element)
+            return iter(shards.items())
+        key_of, n, passthrough, crc32 = self._key_of, self._n, self._passthrough, zlib.crc32
+        for element in elements:
+            if isinstance(element, passthrough):
+                shard = super().__call__(element)[0]
+            else:
+                key = key_of(element)
+                shard = crc32(key.encode()) % n if key.__class__ is str else shard_of(key, n)
+            group = shards.get(shard)
+            if group is None:
+                shards[shard] = [element]
+            else:
+                group.append(element)
+        return iter(shards.items())

@@ -8,7 +8,7 @@ Offsets are still committed by `CommitOffsets`, from acks, never by KafkaIO
 (`commit_offset_in_finalize` would commit what was *read* before a checkpoint,
 including events that sit in an open scoring batch in state: a relaunch from
 the committed offsets would lose them):
-- `ReadFromKafkaJava` yields `KafkaRecord`s whose ack range is the record's own
+- `ReadFromKafkaJava` yields one-record `RecordBatch`es whose ack range is the record's own
   offset (`covers_from = offset`: the Java reader does not tell the previous
   offset), so the committed prefix cannot advance over offset gaps (transaction
   markers, compaction): such topics are re-read from the gap, never skipped.
@@ -33,7 +33,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.read import _PlanPartitions  # the planner's start-offset rule, shared on purpose
-from transforms.kafka.records import KafkaRecord, OffsetAck, OutboundRecord, PartitionSpec, SourcePosition
+from transforms.kafka.records import KafkaRecord, OffsetAck, OutboundRecord, PartitionSpec, RecordBatch, SourcePosition
 from transforms.kafka.start import StartPosition
 from transforms.windowing import event_time
 
@@ -82,16 +82,16 @@ def commit_start_offsets(conn: KafkaConnection, topic: str, start: StartPosition
     return list(_PlanPartitions(conn, topic, bounded=True, max_records=None, start=start).process(b""))
 
 
-def to_kafka_record(row) -> TimestampedValue:
-    """A KafkaIO metadata row as the pipeline's `KafkaRecord`, timestamped like the Python reader's."""
+def to_record_batch(row) -> TimestampedValue:
+    """A KafkaIO metadata row as a `RecordBatch` of its one `KafkaRecord` (KafkaIO hands Python one
+    record per element), timestamped like the Python reader's."""
     position = SourcePosition(row.topic, row.partition, row.offset, row.offset)
     timestamp = event_time(row.timestamp)
-    record = KafkaRecord(position, row.key, row.value, timestamp.micros // 1000)
-    return TimestampedValue(record, timestamp)
+    return TimestampedValue([KafkaRecord(position, row.key, row.value, timestamp.micros // 1000)], timestamp)
 
 
 class ReadFromKafkaJava(beam.PTransform):
-    """Read one topic with KafkaIO from the group's committed offsets; output `KafkaRecord`s.
+    """Read one topic with KafkaIO from the group's committed offsets; output a `RecordBatch` per record.
 
     `max_records` makes it bounded (a drain): KafkaIO reads that many records and
     stops. The group must have committed offsets (`commit_start_offsets`), which
@@ -109,7 +109,7 @@ class ReadFromKafkaJava(beam.PTransform):
                 | "KafkaIO" >> beam_kafka.ReadFromKafka(
                     self._config, [self._topic], max_num_records=self._max_records, with_metadata=True,
                     expansion_service=self._service)
-                | "ToKafkaRecord" >> beam.Map(to_kafka_record).with_output_types(KafkaRecord))
+                | "ToRecordBatch" >> beam.Map(to_record_batch).with_output_types(RecordBatch))
 
 
 def _key_value(record: OutboundRecord) -> tuple[bytes, bytes]:

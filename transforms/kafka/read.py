@@ -14,6 +14,11 @@ after it to carry it, so the reader emits an `OffsetGap` for it: otherwise the
 committed offset would stop below it for good (a transactional partition
 usually ends with a commit marker). Unbounded reads split with a growable
 tracker (`tracker.py`).
+
+The output is batch-shaped: one `RecordBatch` per poll of one partition (up to
+`poll_batch` records, then the poll's gaps), not one element per record. Beam's
+work per element - a few microseconds for each step a record passes - is then
+paid per poll, and the steps downstream loop over plain lists.
 """
 from __future__ import annotations
 
@@ -43,12 +48,12 @@ from confluent_kafka import (
 
 from transforms.kafka.commit import GroupOffsets
 from transforms.kafka.connection import KafkaConnection, consumer_config, with_retries
-from transforms.kafka.records import KafkaRecord, OffsetGap, PartitionSpec, SourcePosition
+from transforms.kafka.records import KafkaRecord, OffsetGap, PartitionSpec, RecordBatch, SourcePosition
 from transforms.kafka.start import StartPosition
 from transforms.kafka.tracker import UNBOUNDED_STOP, GrowableOffsetRestrictionTracker, PartitionRange
 from transforms.monitoring import metrics
 from transforms.monitoring.services import NO_SERVICES, WorkerServices
-from transforms.windowing import event_time, in_global_window
+from transforms.windowing import clamped_ms, event_time, in_global_window
 
 _LOG = logging.getLogger(__name__)
 
@@ -297,8 +302,10 @@ class _Call:
     bytes: int = 0  # of `records`, for the counter
     skipped: int = 0  # offsets without a record (markers, compaction, retention)
     done: bool = False
-    records: list[WindowedValue] = field(default_factory=list)
-    gaps: list[WindowedValue] = field(default_factory=list)  # OffsetGaps, emitted after `records`
+    records: list[KafkaRecord | OffsetGap] = field(default_factory=list)   # this poll's, then its gaps
+    gaps: list[OffsetGap] = field(default_factory=list)
+    oldest_ms: int = 0   # of this poll's records (clamped into Beam's range)
+    newest_ms: int = 0
 
 
 class _ReadPartitionFn(beam.DoFn):
@@ -355,22 +362,37 @@ class _ReadPartitionFn(beam.DoFn):
                 self._idle(call)
                 break
             consumed_all = self._handle_batch(call, messages)
-            if call.records:
-                # Never past the clock: one record stamped far ahead must not make the rest late.
-                newest = min(max(r.timestamp for r in call.records), Timestamp.now())
-                self._advance_watermark(call, newest - self._slack)
-            _RECORDS_READ.inc(len(call.records))
-            _BYTES_READ.inc(call.bytes)
-            _SKIPPED_OFFSETS.inc(call.skipped)
-            call.bytes = call.skipped = 0
-            yield from call.records
-            yield from call.gaps
-            call.records.clear()
-            call.gaps.clear()
+            batch = self._batch(call)
+            if batch is not None:
+                yield batch
             if not consumed_all:
                 return  # consumer is ahead of the restriction: re-position next time
+        batch = self._batch(call)   # gaps found after the last poll (at the end of the partition)
+        if batch is not None:
+            yield batch
         cached.position = call.position
         self._note_high_watermark(cached.consumer, spec)
+
+    def _batch(self, call: _Call) -> WindowedValue | None:
+        """The poll's records and gaps as one element (None if it found neither), stamped with its
+        oldest record's time (a batch of gaps only: the watermark, which a gap must not move)."""
+        records, gaps = call.records, call.gaps
+        if not records and not gaps:
+            return None
+        if records:
+            _RECORDS_READ.inc(len(records))
+            # Never past the clock: one record stamped far ahead must not make the rest late.
+            newest = min(event_time(call.newest_ms), Timestamp.now())
+            self._advance_watermark(call, newest - self._slack)
+            stamp = event_time(call.oldest_ms)
+        else:
+            stamp = self._watermark(call)
+        _BYTES_READ.inc(call.bytes)
+        _SKIPPED_OFFSETS.inc(call.skipped)
+        call.bytes = call.skipped = 0
+        records.extend(gaps)
+        call.records, call.gaps = [], []
+        return in_global_window(records, stamp)
 
     def _consumer_at(self, spec: PartitionSpec, start: int) -> _CachedConsumer:
         key = (spec.topic, spec.partition)
@@ -467,14 +489,13 @@ class _ReadPartitionFn(beam.DoFn):
         end = min(end, call.tracker.current_restriction().stop)
         if end <= call.position:
             return
-        gap = OffsetGap(SourcePosition(call.spec.topic, call.spec.partition, end - 1, call.position))
-        # Stamped at the watermark: a gap must not move it.
-        stamp = call.estimator.current_watermark()
-        if stamp is None:
-            stamp = Timestamp.now() - self._slack
-        call.gaps.append(in_global_window(gap, stamp))
+        call.gaps.append(OffsetGap(SourcePosition(call.spec.topic, call.spec.partition, end - 1, call.position)))
         call.skipped += end - call.position
         call.position = end
+
+    def _watermark(self, call: _Call) -> Timestamp:
+        stamp = call.estimator.current_watermark()
+        return Timestamp.now() - self._slack if stamp is None else stamp
 
     def _idle(self, call: _Call) -> None:
         """Caught up or nothing polled: advance the watermark and yield the worker."""
@@ -503,20 +524,24 @@ class _ReadPartitionFn(beam.DoFn):
         if current is None or candidate > current:
             call.estimator.set_watermark(candidate)
 
-    def _to_record(self, call: _Call, msg: Message) -> WindowedValue:
+    def _to_record(self, call: _Call, msg: Message) -> KafkaRecord:
         ts_type, ts_ms = msg.timestamp()
         if ts_type == TIMESTAMP_NOT_AVAILABLE:
             ts_ms = int(time.time() * 1000)
         key, value = msg.key(), msg.value()
         call.bytes += len(value or b"") + len(key or b"")
-        timestamp = event_time(ts_ms)
-        if timestamp.micros != ts_ms * 1000:
+        clamped = clamped_ms(ts_ms)
+        if clamped != ts_ms:
             _CLAMPED_TIMESTAMPS.inc()
-            ts_ms = timestamp.micros // 1000
-        record = KafkaRecord(
-            SourcePosition(call.spec.topic, call.spec.partition, msg.offset(), call.position),
-            key, value, ts_ms)
-        return in_global_window(record, timestamp)
+            ts_ms = clamped
+        if not call.records:
+            call.oldest_ms = call.newest_ms = ts_ms
+        elif ts_ms < call.oldest_ms:
+            call.oldest_ms = ts_ms
+        elif ts_ms > call.newest_ms:
+            call.newest_ms = ts_ms
+        return KafkaRecord(SourcePosition(call.spec.topic, call.spec.partition, msg.offset(), call.position),
+                           key, value, ts_ms)
 
     @staticmethod
     def _check_error(spec: PartitionSpec, err: KafkaError) -> None:
@@ -557,9 +582,10 @@ class ReadFromKafka(beam.PTransform):
     Kafka at construction time, so building the pipeline needs no broker.
     A group without committed offsets starts at `start` (default: what the
     connection's `auto.offset.reset` says, else the earliest offset).
-    Output: `KafkaRecord`s timestamped with the Kafka message timestamp, and an
-    `OffsetGap` where a read ends behind offsets without a record (pass it on to
-    `WriteToKafka`, which acknowledges it).
+    Output: `RecordBatch`es - a poll's `KafkaRecord`s of one partition in offset order, then an
+    `OffsetGap` where the read ends behind offsets without a record (pass it on to
+    `WriteToKafka`, which acknowledges it) - timestamped with their oldest record's Kafka
+    timestamp. `| beam.FlatMap(iter)` gives one element per record.
     """
 
     def __init__(self, connection: KafkaConnection, topic: str, *, bounded: bool = False,
@@ -592,4 +618,4 @@ class ReadFromKafka(beam.PTransform):
                      | "DiscoveryTicks" >> PeriodicImpulse(start_timestamp=Timestamp.now(), fire_interval=every)
                      | "KeyByTopic" >> beam.Map(lambda tick, topic: (topic, tick), self._topic)
                      | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitions(self._conn, self._topic, self._start)))
-        return specs | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(KafkaRecord | OffsetGap)
+        return specs | "ReadPartitions" >> beam.ParDo(read_fn).with_output_types(RecordBatch)

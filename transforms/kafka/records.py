@@ -48,6 +48,12 @@ class OffsetGap(msgspec.Struct, frozen=True):
     source: SourcePosition
 
 
+#: What the reader emits per poll of one partition: its records in offset order, then the gaps it
+#: found (`ReadFromKafka`). The job's steps pass lists like it on, so Beam's cost per element is
+#: paid per poll rather than per record.
+RecordBatch = list[KafkaRecord | OffsetGap]
+
+
 class OutboundRecord(msgspec.Struct, frozen=True):
     """A message to produce (result or dead letter), with the input it came from."""
     topic: str

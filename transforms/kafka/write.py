@@ -101,11 +101,19 @@ class _WriteFn(beam.DoFn):
         self._since_poll = 0
 
     def process(self, element: Any) -> Iterable[OffsetAck]:
+        if element.__class__ is list:   # a batch-shaped step's list (the Kafka job's)
+            for item in element:
+                self._write(item)
+        else:
+            self._write(element)
+        return ()
+
+    def _write(self, element: Any) -> None:
         assert self._producer is not None
         record: OutboundRecord | OffsetGap = self._encode(element) if self._encode else element
         if isinstance(record, OffsetGap):
             self._sent_source(record.source)   # nothing to deliver: acknowledged with the bundle's records
-            return ()
+            return
         while True:
             try:
                 self._producer.produce(record.topic, value=record.value, key=record.key,
@@ -126,7 +134,6 @@ class _WriteFn(beam.DoFn):
             self._count_acked()
             if self._commits is not None and time.monotonic() >= self._next_commit:
                 self._commit_delivered()   # looked at with the polls, not per record
-        return ()
 
     def _commit_delivered(self) -> None:
         """Waits out what is queued, then commits the delivered prefix (`DeliveredPrefix`)."""
@@ -204,13 +211,13 @@ class _WriteFn(beam.DoFn):
 
 
 class WriteToKafka(beam.PTransform):
-    """Write `OutboundRecord`s (and acknowledge `OffsetGap`s); output `OffsetAck`s of their
-    delivered sources.
+    """Write `OutboundRecord`s (and acknowledge `OffsetGap`s), or lists of them; output
+    `OffsetAck`s of their delivered sources.
 
     Acks emitted by `finish_bundle` are in the global window; `CommitOffsets`
     re-windows all acks into the global window anyway. `encode` turns each
     element into its record in the writer itself (one step per event fewer than
-    a Map in front of it).
+    a Map in front of it); a list element is encoded and written item by item.
     """
 
     def __init__(self, connection: KafkaConnection, *, flush_timeout_s: float = 60.0,

@@ -1,7 +1,8 @@
 """The scoring step of each benchmarked client, as a PTransform with our output contract.
 
 Every client maps `ParsedEvent | DeadLetter` to one PCollection of
-`Enriched | Failed | DeadLetter` (dead letters of earlier stages pass through;
+`Enriched | Failed | DeadLetter` (the baselines unroll the job's lists of them
+first, as a user would; the writer takes single outcomes; dead letters of earlier stages pass through;
 one output, no Flatten, so the FnApiRunner fuses the whole path into one
 stage), so `EnrichPayments(enrich=...)` runs them with an identical
 read/parse/write/commit path, and every client encodes requests, validates
@@ -27,11 +28,13 @@ def make_client(name: str, contract: Contract, batch_size: int) -> beam.PTransfo
         return None
     if name == "naive":
         from testbed.bench.clients.naive import naive_scoring
-        return naive_scoring(contract, batch_size)
-    if name == "pool":
+        client = naive_scoring(contract, batch_size)
+    elif name == "pool":
         from testbed.bench.clients.pool import pool_scoring
-        return pool_scoring(contract, batch_size)
-    if name == "beam":
+        client = pool_scoring(contract, batch_size)
+    elif name == "beam":
         from testbed.bench.clients.request_response import RequestResponseScoring
-        return RequestResponseScoring(contract, batch_size)
-    raise ValueError(f"unknown client {name!r} (choose from {', '.join(CLIENTS)})")
+        client = RequestResponseScoring(contract, batch_size)
+    else:
+        raise ValueError(f"unknown client {name!r} (choose from {', '.join(CLIENTS)})")
+    return beam.FlatMap(iter) | client
