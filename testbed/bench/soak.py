@@ -35,6 +35,7 @@ from testbed.support.local_ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_REQUESTS_PER_S = 20_000 / 60
+TASK_MANAGERS = 2   # of one slot each
 CLUSTER = {"taskmanager.numberOfTaskSlots": 1, "heartbeat.interval": 1000, "heartbeat.timeout": 6000,
            "restart-strategy.type": "fixed-delay", "restart-strategy.fixed-delay.attempts": 1000,
            "restart-strategy.fixed-delay.delay": "2 s"}
@@ -94,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
             ScoringServiceProcess(service_args(rate=SERVICE_REQUESTS_PER_S, burst=50)) as service, \
             WorkerPool(out / "pool.log") as pool:
         run_dir = work / "flink"
-        cluster.up(port, run_dir, taskmanagers=2, overrides=CLUSTER)
+        cluster.up(port, run_dir, taskmanagers=TASK_MANAGERS, overrides=CLUSTER)
         bootstrap, base, group = broker.bootstrap_servers, f"soak-{uuid.uuid4().hex[:6]}", "g-soak"
         topics = {"in": f"{base}-in", "out": f"{base}-out", "dlq": f"{base}-dlq"}
         for name, partitions in (("in", 8), ("out", 4), ("dlq", 1)):
             create_topic(bootstrap, topics[name], partitions)
         result = launch(["--runner=FlinkRunner", f"--flink_job_server_jar={jar}", f"--flink_master=localhost:{port}",
                          "--flink_version=1.19", "--streaming", "--checkpointing_interval=5000",
-                         *pool.environment_args(2), f"--bootstrap_servers={bootstrap}",
+                         *pool.environment_args(2, task_managers=TASK_MANAGERS), f"--bootstrap_servers={bootstrap}",
                          f"--input_topic={topics['in']}", f"--output_topic={topics['out']}",
                          f"--dlq_topic={topics['dlq']}", f"--group_id={group}", f"--service_url={service.url}/score",
                          "--batch_size=10", "--max_batch_wait=0.5", "--progress_interval=0"])

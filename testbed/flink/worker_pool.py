@@ -29,10 +29,14 @@ class WorkerPool:
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def environment_args(self, workers: int) -> list[str]:
-        """Pipeline flags that run the job's Python stages in `workers` processes of this pool."""
+    def environment_args(self, workers: int, task_managers: int = 1) -> list[str]:
+        """Pipeline flags that run the job's Python stages in `workers` processes of this pool, at
+        parallelism `workers`. Flink starts `--sdk_worker_parallelism` workers in each of the
+        cluster's `task_managers`, so that is the share of one."""
+        if workers % task_managers:
+            raise ValueError(f"{workers} workers over {task_managers} TaskManagers: give each as many")
         return ["--environment_type=EXTERNAL", f"--environment_config=localhost:{self.port}",
-                f"--parallelism={workers}", f"--sdk_worker_parallelism={workers}"]
+                f"--parallelism={workers}", f"--sdk_worker_parallelism={workers // task_managers}"]
 
     def start(self) -> WorkerPool:
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

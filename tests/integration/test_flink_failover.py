@@ -28,7 +28,7 @@ from testbed.flink.worker_pool import WorkerPool
 from testbed.kafka import synthetic_events
 from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
 from testbed.kafka.produce import produce_events
-from tests.fixtures.flink import FlinkSession
+from tests.fixtures.flink import SESSION_TASK_MANAGERS, FlinkSession
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.slow]
 
@@ -40,7 +40,8 @@ def job_args(session: FlinkSession, jar: Path, pool: WorkerPool, bootstrap: str,
              group: str, *extra: str) -> list[str]:
     return ["--runner=FlinkRunner", f"--flink_job_server_jar={jar}", f"--flink_master=localhost:{session.rest_port}",
             "--flink_version=1.19", "--streaming", f"--checkpointing_interval={CHECKPOINT_MS}",
-            *pool.environment_args(2), f"--bootstrap_servers={bootstrap}", f"--input_topic={topics['in']}",
+            *pool.environment_args(2, task_managers=SESSION_TASK_MANAGERS), f"--bootstrap_servers={bootstrap}",
+            f"--input_topic={topics['in']}",
             f"--output_topic={topics['out']}", f"--dlq_topic={topics['dlq']}", f"--group_id={group}",
             f"--service_url={url}/score", f"--batch_size={BATCH_SIZE}", "--max_batch_wait=0.5",
             f"--max_in_flight={MAX_IN_FLIGHT}", "--progress_interval=0", *extra]

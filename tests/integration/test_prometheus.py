@@ -81,7 +81,7 @@ def test_alert_rules_and_dashboard_queries_pass_promtool(promtool: Path, tmp_pat
 def test_each_sdk_worker_of_a_flink_job_is_scraped_while_it_streams(
         flink_session, flink_job_server_jar, bootstrap_servers, kafka_topic, scoring_service, prometheus_binary,
         tmp_path: Path) -> None:
-    """Streaming on a session cluster at parallelism 2 (two TaskManagers, two SDK workers each): every worker
+    """Streaming on a session cluster at parallelism 2 (two TaskManagers, an SDK worker each): every worker
     that runs a step of the job serves /metrics on its own port of the range, and Prometheus sees the job read
     and score while it runs (Beam's metrics come only at the end). Flink hands each stage of a slot to one of
     the TaskManager's workers, so the scoring stage may run where nothing is parsed: it serves too."""
@@ -108,6 +108,6 @@ def test_each_sdk_worker_of_a_flink_job_is_scraped_while_it_streams(
             lag = prometheus.query(f'payment_enrichment_kafka_lag{{topic="{topics["in"]}"}}')
         finally:
             flink_cluster.cancel_job(flink_session.rest_port, job)
-    assert sum(health == "up" for health in up.values()) >= 2, up          # a port per SDK worker process
+    assert sum(health == "up" for health in up.values()) == 2, up          # a port per SDK worker process
     assert len({s["metric"]["instance"] for s in read}) == 2 and 0 < scored <= 2_000
     assert {s["metric"]["partition"] for s in lag} == {"0", "1", "2", "3"}
