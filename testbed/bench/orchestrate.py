@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap_servers", default=None, help="use this broker instead of starting one")
     p.add_argument("--pipeline_arg", action="append", default=[], metavar="FLAG",
                    help="one more flag for our job in every run (an A/B of a job option); repeatable")
+    p.add_argument("--memory_lag", type=int, default=None, metavar="EVENTS",
+                   help="the M scenario's large lag (default 200,000 with --quick, else 1,000,000)")
     p.add_argument("--report_only", metavar="DIR", default=None,
                    help="re-analyse DIR/results.json (tables and plots) without running anything")
     args = p.parse_args(argv)
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(args.out or REPO / "bench-results" / (stamp + ("-quick" if args.quick else "")))
     out_dir.mkdir(parents=True, exist_ok=True)
-    scenarios = all_scenarios(args.quick, args.scenarios.split(",") if args.scenarios else None)
+    scenarios = all_scenarios(args.quick, args.scenarios.split(",") if args.scenarios else None, args.memory_lag)
     if args.clients:
         keep = set(args.clients.split(","))
         scenarios = [Scenario(s.name, s.title, tuple(r for r in s.runs if r.client in keep), s.notes)

@@ -124,8 +124,10 @@ def s3_overload(quick: bool) -> Scenario:
                     notes="Goodput a = (r - c*L)/(1 - c) with offered load L: above 2r nothing gets through.")
 
 
-def memory(quick: bool) -> Scenario:
-    big, duration = (200_000, 10.0) if quick else (1_000_000, 45.0)
+def memory(quick: bool, big: int | None = None) -> Scenario:
+    """`big`: the large lag (default 200,000 quick, 1,000,000 full)."""
+    default, duration = (200_000, 10.0) if quick else (1_000_000, 45.0)
+    big = big or default
     runs = tuple(Run("M", "ours", 1, duration, 0.0, n, 0.0, _service(), variant=f"lag{n // 1000}k")
                  for n in (10_000, big))
     return Scenario("M", f"Memory: ours with {10_000:,} vs {big:,} events of lag (no intake during the run)",
@@ -141,8 +143,9 @@ def s4_workers(quick: bool) -> Scenario:
                     notes=f"job-wide --max_in_flight={S4_MAX_IN_FLIGHT} over --num_shards={S4_SHARDS}")
 
 
-def all_scenarios(quick: bool, only: list[str] | None = None) -> list[Scenario]:
-    scenarios = [s1(quick), s2(quick), s3_faults(quick), s3_overload(quick), s4_workers(quick), memory(quick)]
+def all_scenarios(quick: bool, only: list[str] | None = None, memory_lag: int | None = None) -> list[Scenario]:
+    scenarios = [s1(quick), s2(quick), s3_faults(quick), s3_overload(quick), s4_workers(quick),
+                 memory(quick, memory_lag)]
     if only:
         scenarios = [s for s in scenarios if s.name in only]
     return scenarios

@@ -15,7 +15,7 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
 
 from testbed.kafka.admin import committed_offsets, create_topic
-from tests.integration.test_kafka_io import drain, produce
+from tests.integration.test_kafka_io import drain, produce, unbatched
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.read import UNBOUNDED_STOP, ReadSettings, _PartitionRestrictions, _ReadUnboundedPartitionFn
 from transforms.kafka.records import PartitionSpec
@@ -35,8 +35,8 @@ def read_idle_for(conn: KafkaConnection, topic: str, start: int, seconds: float,
     try:
         while time.monotonic() < deadline:
             tracker = ThreadsafeRestrictionTracker(provider.create_tracker(restriction))
-            read += len(list(fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
-                                        tracker=RestrictionTrackerView(tracker))))
+            read += len(unbatched([v.value for v in fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
+                                                               tracker=RestrictionTrackerView(tracker))]))
             restriction = tracker.deferred_status()[0]
     finally:
         fn.teardown()

@@ -12,7 +12,7 @@ from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRest
 from confluent_kafka import Consumer, TopicPartition
 
 from testbed.kafka.admin import committed_offsets, create_topic, delete_topic
-from tests.integration.test_kafka_io import drain, produce
+from tests.integration.test_kafka_io import drain, produce, unbatched
 from transforms.kafka.connection import KafkaConnection
 from transforms.kafka.read import UNBOUNDED_STOP, ReadSettings, _PartitionRestrictions, _ReadUnboundedPartitionFn
 from transforms.kafka.records import PartitionSpec
@@ -75,8 +75,8 @@ def test_a_streaming_read_stops_when_its_partition_moves_back(bootstrap_servers:
 
     def resume(restriction):
         tracker = ThreadsafeRestrictionTracker(provider.create_tracker(restriction))
-        out = list(fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
-                              tracker=RestrictionTrackerView(tracker)))
+        out = unbatched([v.value for v in fn.process(spec, watermark_estimator=ManualWatermarkEstimator(None),
+                                                     tracker=RestrictionTrackerView(tracker))])
         return out, tracker.deferred_status()[0]
 
     fn.setup()
