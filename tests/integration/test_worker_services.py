@@ -20,7 +20,7 @@ from transforms.monitoring.prometheus import stop_server
 pytestmark = pytest.mark.integration
 
 #: The job's own steps that record metrics: each must serve them from whatever process it runs in.
-RECORDING = {"_ReadPartitionFn", "_ReadUnboundedPartitionFn", "_ParseFn", "_EnrichGlobalBatchesFn", "_WriteFn",
+RECORDING = {"_ReadPartitionFn", "_ReadUnboundedPartitionFn", "_ParseFn", "_EnrichListsFn", "_WriteFn",
              "_TransactionalWriteFn", "_CommitFn", "_CommitAfterCheckpointFn"}
 #: The job's own steps that record nothing (planning and discovery of partitions).
 QUIET = {"_PlanPartitions", "_DiscoverPartitions"}
