@@ -11,7 +11,10 @@ fresh group at parallelism 1, then 2, `--rounds` times in turn; outputs are
 counted from Kafka every half second and the steady rate is the one between 10 %
 and 90 % of the backlog (start-up and tail left out). Each job is cancelled
 through Flink's REST API and its slots are free before the next starts. Writes
-`scale_out.json` into `--out`; issue 28 asks for parallelism 2 >= 1.5 x 1.
+`scale_out.json` into `--out`; issue 28 asks for parallelism 2 >= 1.5 x 1. Each run
+also records how busy the machine's CPUs were (all processes: broker, Flink,
+service, workers) and the SDK workers' CPU seconds, which say whether a second
+worker had a core to run on.
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+
+import psutil
+from confluent_kafka import KafkaException
 
 from pipelines.enrich_payments import launch
 from testbed.flink import cluster, jobserver
@@ -87,13 +93,20 @@ def enrich(port: int, jar: Path, pool: WorkerPool, bootstrap: str, topic: str, u
     job = new_running_job(port, known)
     samples: list[tuple[float, int]] = []
     try:
+        psutil.cpu_percent(None)   # the machine's busy share is measured from here
         started = time.monotonic()
         while time.monotonic() - started < RUN_TIMEOUT_S:
-            written = sum(end_offsets(bootstrap, out).values()) + sum(end_offsets(bootstrap, dlq).values())
+            try:
+                written = sum(end_offsets(bootstrap, out).values()) + sum(end_offsets(bootstrap, dlq).values())
+            except KafkaException:   # e.g. FENCED_LEADER_EPOCH while a new topic's metadata settles
+                time.sleep(0.5)
+                continue
             samples.append((time.monotonic() - started, written))
             if written >= events:
                 break
             time.sleep(0.5)
+        machine_busy = psutil.cpu_percent(None) / 100
+        worker_cpu_s = sum(_cpu_s(pid) for pid in pool.worker_pids())
         workers = len(pool.worker_pids())
     finally:
         cluster.cancel_job(port, job)
@@ -101,7 +114,16 @@ def enrich(port: int, jar: Path, pool: WorkerPool, bootstrap: str, topic: str, u
     rate = steady_rate(samples, events)
     return {"parallelism": parallelism, "written": samples[-1][1] if samples else 0,
             "seconds_to_all": round(samples[-1][0], 1) if samples else None,
-            "steady_events_per_s": round(rate, 1) if rate else None, "sdk_workers": workers}
+            "steady_events_per_s": round(rate, 1) if rate else None, "sdk_workers": workers,
+            "machine_cpu_busy": round(machine_busy, 3), "sdk_workers_cpu_s": round(worker_cpu_s, 1)}
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
 
 
 def main(argv: list[str] | None = None) -> int:
