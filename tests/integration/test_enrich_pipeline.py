@@ -14,6 +14,7 @@ from pipelines.summary import RunSummary
 from testbed.kafka.admin import committed_offsets, consume_all, end_offsets
 from testbed.kafka.produce import produce_events
 from testbed.scoring.model import score_txn
+from transforms.monitoring.catalogue import CATALOGUE
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,19 @@ def test_drain_writes_every_event_once_and_commits_end_offsets(bootstrap_servers
 
     again = drain(bootstrap_servers, topics, scoring_service.url, "g-drain")
     assert again.counter("events_in") == 0                     # nothing left to do
+
+
+def test_the_summary_reports_the_offsets_the_group_committed(bootstrap_servers, topics, scoring_service) -> None:
+    """Several reads per partition, a commit each: the summary's committed offsets are the group's in Kafka (Beam
+    reported the gauge of an early bundle: 500 of about 2,000 per partition)."""
+    produce_events(bootstrap_servers, topics["in"], count=8_000, seed=11)
+    summary = drain(bootstrap_servers, topics, scoring_service.url, "g-gauge", "--max_records_per_read=500",
+                    "--commit_interval=0.2")
+
+    prefix = CATALOGUE["committed_offset"].beam_key(topic=topics["in"], partition="")
+    reported = {int(name[len(prefix):]): value for name, value in summary.gauges.items() if name.startswith(prefix)}
+    assert reported == committed_offsets(bootstrap_servers, "g-gauge", topics["in"]) == \
+        end_offsets(bootstrap_servers, topics["in"])
 
 
 def test_rate_limited_service_sees_at_most_the_in_flight_cap(bootstrap_servers, topics, scoring_service_factory) -> None:
