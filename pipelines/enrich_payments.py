@@ -60,7 +60,7 @@ from transforms.kafka.java_io import (
     expansion_service,
     java_consumer_config,
 )
-from transforms.kafka.lag import LagProbe
+from transforms.kafka.lag import LagProbe, PartitionLag
 from transforms.kafka.read import ReadFromKafka, ReadSettings
 from transforms.kafka.write import WriteToKafka
 from transforms.monitoring.config import MonitoringConfig
@@ -188,9 +188,18 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, contract: Contract,
 
 def backlog(conn: KafkaConnection, topic: str) -> int:
     """Offsets between the group's committed position (else the log start) and the end, summed."""
+    return sum(p.lag for p in group_lag(conn, topic))
+
+
+def committed_offsets(conn: KafkaConnection, topic: str) -> dict[int, int]:
+    """The group's committed offset of each partition that has one."""
+    return {p.partition: p.committed for p in group_lag(conn, topic) if p.committed is not None}
+
+
+def group_lag(conn: KafkaConnection, topic: str) -> list[PartitionLag]:
     probe = LagProbe(conn, topic, timeout_s=30, retry_s=60)
     try:
-        return sum(p.lag for p in probe.sample(with_age=False))
+        return probe.sample(with_age=False)
     finally:
         probe.close()
 
@@ -372,6 +381,7 @@ def run(argv: list[str] | None = None, enrich: beam.PTransform | None = None,
                     raise
                 raise EnrichmentStopped(why) from None
             summary.add(summarize(result, 0.0))
+        summary.committed_in_kafka(opts.input_topic, committed_offsets(conn, opts.input_topic))
     finally:
         progress.stop()
         if release:

@@ -48,6 +48,15 @@ class RunSummary:
             mine["mean"] = mine["sum"] / mine["count"]
         self.gauges.update(other.gauges)
 
+    def committed_in_kafka(self, topic: str, offsets: dict[int, int]) -> None:
+        """The group's committed offsets as Kafka has them at the end, in place of the `committed_offset`
+        gauges: Beam reports a gauge from some bundle of the run, not necessarily the last (a drain of
+        several reads per partition showed the first read's offsets)."""
+        gauge = CATALOGUE["committed_offset"]
+        prefix = gauge.beam_key(topic=topic, partition="")
+        self.gauges = {name: value for name, value in self.gauges.items() if not name.startswith(prefix)}
+        self.gauges.update({gauge.beam_key(topic=topic, partition=p): o for p, o in offsets.items()})
+
     def derived(self) -> dict[str, float]:
         batches = self.counter("batches")
         attempts = self.attempts
