@@ -82,9 +82,10 @@ class EnrichPayments(beam.PTransform):
     Failed | DeadLetter, passing dead letters through; the writer also takes single
     outcomes); by default `ThrottledEnrichment` over the contract's `HttpJsonCaller`. The benchmark
     swaps in baseline clients here and keeps everything else identical. The
-    whole path is one chain without Flatten, so the FnApiRunner fuses it into
-    one stage: records flow from the reader to the committer one bundle at a
-    time and a blocked call stops the reader.
+    whole path is one chain without Flatten. The FnApiRunner cuts it before each
+    stateful step (read + parse + shard keying | enrich + write | commit) and runs
+    the stages bundle by bundle in one thread: records flow from the reader to the
+    committer one reader bundle at a time, and a blocked call stops the reader.
     """
 
     def __init__(self, conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: bool, contract: Contract,
@@ -215,8 +216,8 @@ def drain_chunks(conn: KafkaConnection, opts: EnrichPaymentsOptions, streaming: 
     """`max_records` of each pipeline run: one run when streaming or --drain_chunk=0, else
     runs of at most --drain_chunk offsets until the backlog seen at start is drained.
 
-    On the FnApiRunner the path is one fused stage and commits every bundle, so a run's
-    memory and crash duplicates are already bounded by a bundle. Runners that execute a
+    On the FnApiRunner each reader bundle goes through every stage and is committed before
+    the next is read, so a run's memory and crash duplicates are already bounded by a bundle. Runners that execute a
     batch stage by stage (the BundleBasedDirectRunner, Flink's batch mode) read a whole
     run before scoring it and commit only at its end; chunking bounds memory and
     written-but-uncommitted output (duplicated after a crash) there too. With --kafka_io=java
