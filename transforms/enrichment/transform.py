@@ -339,14 +339,17 @@ class _ShardKey:
         self._next: Callable[[], int] | None = None
 
     def __call__(self, element: Any) -> tuple[int, Any]:
+        return self.shard(element), element
+
+    def shard(self, element: Any) -> int:
         if self._key_of is None or isinstance(element, self._passthrough):
             if self._next is None:
                 self._next = itertools.cycle(range(self._n)).__next__
-            return self._next(), element
+            return self._next()
         key = self._key_of(element)
         if key.__class__ is str:   # the common case, without a call
-            return zlib.crc32(key.encode()) % self._n, element
-        return shard_of(key, self._n), element
+            return zlib.crc32(key.encode()) % self._n
+        return shard_of(key, self._n)
 
 
 class _ShardLists(_ShardKey):
@@ -354,21 +357,12 @@ class _ShardLists(_ShardKey):
 
     def __call__(self, elements: list[Any]) -> Iterator[tuple[int, list[Any]]]:  # type: ignore[override]
         shards: dict[int, list[Any]] = {}
-        if self._key_of is None:
-            for element in elements:
-                shard = super().__call__(element)[0]
-                shards.setdefault(shard, []).append(element)
-            return iter(shards.items())
-        key_of, n, passthrough, crc32 = self._key_of, self._n, self._passthrough, zlib.crc32
+        shard = self.shard
         for element in elements:
-            if isinstance(element, passthrough):
-                shard = super().__call__(element)[0]
-            else:
-                key = key_of(element)
-                shard = crc32(key.encode()) % n if key.__class__ is str else shard_of(key, n)
-            group = shards.get(shard)
+            key = shard(element)
+            group = shards.get(key)
             if group is None:
-                shards[shard] = [element]
+                shards[key] = [element]
             else:
                 group.append(element)
         return iter(shards.items())

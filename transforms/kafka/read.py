@@ -302,10 +302,8 @@ class _Call:
     bytes: int = 0  # of `records`, for the counter
     skipped: int = 0  # offsets without a record (markers, compaction, retention)
     done: bool = False
-    records: list[KafkaRecord | OffsetGap] = field(default_factory=list)   # this poll's, then its gaps
+    records: list[KafkaRecord] = field(default_factory=list)   # this poll's (its gaps join them when emitted)
     gaps: list[OffsetGap] = field(default_factory=list)
-    oldest_ms: int = 0   # of this poll's records (clamped into Beam's range)
-    newest_ms: int = 0
 
 
 class _ReadPartitionFn(beam.DoFn):
@@ -381,18 +379,19 @@ class _ReadPartitionFn(beam.DoFn):
             return None
         if records:
             _RECORDS_READ.inc(len(records))
+            stamps = [r.timestamp_ms for r in records]   # records only: the gaps are added below
             # Never past the clock: one record stamped far ahead must not make the rest late.
-            newest = min(event_time(call.newest_ms), Timestamp.now())
+            newest = min(event_time(max(stamps)), Timestamp.now())
             self._advance_watermark(call, newest - self._slack)
-            stamp = event_time(call.oldest_ms)
+            stamp = event_time(min(stamps))
         else:
             stamp = self._watermark(call)
         _BYTES_READ.inc(call.bytes)
         _SKIPPED_OFFSETS.inc(call.skipped)
         call.bytes = call.skipped = 0
-        records.extend(gaps)
+        batch: RecordBatch = [*records, *gaps]
         call.records, call.gaps = [], []
-        return in_global_window(records, stamp)
+        return in_global_window(batch, stamp)
 
     def _consumer_at(self, spec: PartitionSpec, start: int) -> _CachedConsumer:
         key = (spec.topic, spec.partition)
@@ -534,12 +533,6 @@ class _ReadPartitionFn(beam.DoFn):
         if clamped != ts_ms:
             _CLAMPED_TIMESTAMPS.inc()
             ts_ms = clamped
-        if not call.records:
-            call.oldest_ms = call.newest_ms = ts_ms
-        elif ts_ms < call.oldest_ms:
-            call.oldest_ms = ts_ms
-        elif ts_ms > call.newest_ms:
-            call.newest_ms = ts_ms
         return KafkaRecord(SourcePosition(call.spec.topic, call.spec.partition, msg.offset(), call.position),
                            key, value, ts_ms)
 
