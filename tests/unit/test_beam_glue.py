@@ -17,8 +17,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.contract.loader import DEFAULT_CONTRACT, load_contract
-from transforms.contract.schema import Event
+from transforms.contract.loader import DEFAULT_CONTRACT, load_contract, parse_contract
+from transforms.contract.schema import MAX_NESTING, Event
 from transforms.control.settings import ThrottleSettings
 from transforms.control.signals import ElementFailure
 from transforms.control.throttle import CallOutcome
@@ -41,6 +41,13 @@ from transforms.outputs import RecordEncoder
 
 FNAPI = ["--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
 CONTRACT = load_contract(DEFAULT_CONTRACT)
+ORDERS_LIKE = parse_contract({
+    "event": {"id": "order_no", "shard_key": "store",
+              "fields": {"order_no": {"type": "integer"}, "store": {"type": "string"}, "meta": {"type": "object"}}},
+    "service": {"url": "http://127.0.0.1:9/match"},
+    "request": {"fields": {"order_no": "id"}},
+    "response": {"results": "results", "id": "id", "fields": {"risk": {"type": "number"}}},
+}, "orders.yaml")
 
 _LOCK = threading.Lock()
 _SUBMITTED: dict[str, list[list[ParsedEvent]]] = defaultdict(list)
@@ -177,6 +184,30 @@ def test_every_input_yields_exactly_one_output_and_tails_are_flushed(lists: bool
     assert sum(len(b) for b in batches) == len(valid)
     assert any(len(b) < 20 for b in batches)
     assert all(e.result == (0.5, "approve", "m1") and e.attempts == 1 for e in enriched)
+
+
+def _nested(order_no: int, levels: int) -> KafkaRecord:
+    meta = '{"a":' * levels + "{}" + "}" * levels
+    value = f'{{"order_no":{order_no},"store":"s-1","meta":{meta}}}'.encode()
+    return KafkaRecord(SourcePosition("in", 0, order_no, order_no), None, value, 1_700_000_000_000)
+
+
+def test_an_event_nested_deeper_than_the_job_carries_is_a_dead_letter_not_a_failed_bundle() -> None:
+    """Beam pickles elements where it samples their size and at the keyed boundary, and pickle gives
+    up at about 460 levels; an event the parser accepted must never fail the bundle there, which the
+    runner would retry with the same input for ever."""
+    run = uuid.uuid4().hex
+    with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
+        (p | beam.Create([[_nested(1, MAX_NESTING - 1), _nested(2, 600)]], reshuffle=False)
+           | ParseEvents(ORDERS_LIKE.schema)
+           | ThrottledEnrichment(NoCaller(), ThrottleSettings(num_shards=1), shard_key=shard_key_of,
+                                 passthrough=(DeadLetter,), timestamp_of=timestamp_of, lists=True,
+                                 runtime_factory=FakeRuntimeFactory(run))
+           | beam.ParDo(_Collect(run)))
+    outputs = {o.element.event.id if isinstance(o, Enriched) else o.source.offset: o
+               for out in _OUTPUTS.pop(run) for o in out}
+    assert isinstance(outputs["1"], Enriched)
+    assert outputs[2].reason == "invalid_event" and f"deeper than {MAX_NESTING} levels" in outputs[2].detail
 
 
 @pytest.mark.parametrize("lists", [False, True])

@@ -36,6 +36,12 @@ from transforms.contract.fields import (
 )
 
 
+#: How deep a value of an object, array or any field may be nested (`{}` is 1). Beam pickles
+#: elements where it samples their sizes, and pickle gives up at about 460 levels; JSON parsers
+#: stop somewhere too (serde_json at 128).
+MAX_NESTING = 128
+
+
 class InvalidEvent(ValueError):
     """A message that cannot be enriched; `str(e)` is the dead letter's detail."""
 
