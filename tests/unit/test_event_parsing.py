@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from transforms.contract.fields import FieldSpec
 from transforms.contract.loader import DEFAULT_CONTRACT, ContractError, load_contract, parse_contract
-from transforms.contract.schema import Event, EventSchema, InvalidEvent
+from transforms.contract.schema import MAX_NESTING, Event, EventSchema, InvalidEvent
 
 PAYMENTS = load_contract(DEFAULT_CONTRACT).schema
 MAX_BYTES = 65536
@@ -237,6 +237,20 @@ def test_a_lone_surrogate_inside_an_array_field_is_a_reason(dimensions: list) ->
     never be encoded, so the event is refused, as one in a string field is."""
     reason = reason_of(STOCK, stock(dimensions=dimensions))
     assert "'dimensions'" in reason and "surrogate" in reason
+
+
+@pytest.mark.parametrize("escaped", [False, True], ids=["fast path", "general path"])
+def test_a_value_nested_deeper_than_the_limit_is_a_reason(escaped: bool) -> None:
+    """Beam pickles events (pickle gives up at about 460 levels): the parser refuses what the job could not carry."""
+    deepest: list = [{"a": []}]                       # 3 levels ...
+    for _ in range(MAX_NESTING - 3):
+        deepest = [deepest]                           # ... to the limit
+    note = "\u00e9" if escaped else "e"
+    at_limit = STOCK.parse(stock(dimensions=deepest, note=note))
+    assert at_limit.values[5] == deepest
+    too_deep = reason_of(STOCK, stock(dimensions=[deepest], note=note))
+    assert too_deep == f"field 'dimensions' is nested deeper than {MAX_NESTING} levels"
+    assert STOCK.parse(stock(note="[" * 200)).values[5] is None   # brackets in a string nest nothing
 
 
 def test_a_repeated_name_the_schema_does_not_know_is_the_message_s_business() -> None:

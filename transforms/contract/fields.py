@@ -320,6 +320,18 @@ def unwritable(value: Any, carried: bool = False) -> str | None:
     return None
 
 
+def deeper_than(value: Any, levels: int) -> bool:
+    """Whether objects and arrays in `value` nest deeper than `levels` (`{}` is one); iterative."""
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            if depth > levels:
+                return True
+            todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def _as_float(number: int | float) -> float:
     try:
         return float(number)

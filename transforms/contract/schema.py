@@ -29,12 +29,12 @@ from transforms.contract.fields import (
     FieldSpec,
     InvalidValue,
     brief,
+    deeper_than,
     parse_int,
     plain_bytes,
     refuse_constant,
     unwritable,
 )
-
 
 #: How deep a value of an object, array or any field may be nested (`{}` is 1). Beam pickles
 #: elements where it samples their sizes, and pickle gives up at about 460 levels; JSON parsers
@@ -141,6 +141,7 @@ class _Parser:
         checks = FastChecks(self._fields)
         self._checks = checks if checks.needed else None
         self._quotes = schema.plain_quotes
+        self._nestable = tuple((i, f.name) for i, f in enumerate(self._fields) if f.type in ("object", "array", "any"))
 
     def parse(self, raw: bytes | None) -> Event:
         if not raw:
@@ -150,6 +151,8 @@ class _Parser:
         values = self._plain(raw)
         if values is None:
             values = self._general(raw)
+        if self._nestable and raw.count(b"{") + raw.count(b"[") > MAX_NESTING:   # else it cannot nest that deep
+            self._check_nesting(values)
         id_, key = values[self._id_at], values[self._key_at]
         return Event(values, id_ if id_.__class__ is str else str(id_), key if key.__class__ is str else str(key))
 
@@ -186,8 +189,14 @@ class _Parser:
             raise InvalidEvent(f"a field {problem}")
         return values
 
+    def _check_nesting(self, values: tuple[Any, ...]) -> None:
+        for i, name in self._nestable:
+            if deeper_than(values[i], MAX_NESTING):
+                raise InvalidEvent(f"field '{name}' is nested deeper than {MAX_NESTING} levels")
+
     def from_mapping(self, doc: Mapping[str, Any]) -> Event:
         values = self._values(doc)
+        self._check_nesting(values)
         return Event(values, str(values[self._id_at]), str(values[self._key_at]))
 
     def _values(self, doc: Mapping[str, Any]) -> tuple[Any, ...]:
