@@ -48,7 +48,7 @@ from transforms.contract.loader import Contract
 from transforms.control.lease import LeaseSettings
 from transforms.enrichment.runtime import EnrichmentStopped, close_runtimes
 from transforms.enrichment.transform import ThrottledEnrichment
-from transforms.events import DeadLetter, ParseEvents, event_of, shard_key_of, size_of, timestamp_of
+from transforms.events import DeadLetter, EventList, ParseEvents, event_of, shard_key_of, size_of, timestamp_of
 from transforms.kafka.commit import CommitOffsets
 from transforms.kafka.connection import SECURITY_KEYS, KafkaConnection, parse_properties
 from transforms.kafka.exactly_once import WriteToKafkaExactlyOnce
@@ -143,7 +143,7 @@ def default_enrichment(opts: EnrichPaymentsOptions, contract: Contract) -> Throt
     keeps a lease on it."""
     enrichment = ThrottledEnrichment(HttpJsonCaller(contract, event_of=event_of), throttle_settings(opts),
                                      shard_key=shard_key_of, size_of=size_of, passthrough=(DeadLetter,),
-                                     timestamp_of=timestamp_of, lists=True)
+                                     timestamp_of=timestamp_of, lists=True, shard_list_type=EventList)
     quota = fleet_quota(opts, contract)
     return enrichment if quota is None else enrichment.with_runtime_factory(WithFleetQuota(quota))
 

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections import defaultdict
 from concurrent.futures import Future
+from typing import Any
 
 import apache_beam as beam
 import pytest
@@ -27,6 +28,7 @@ from transforms.enrichment.runtime import BatchResult, EnrichmentStopped
 from transforms.enrichment.transform import ThrottledEnrichment, shard_of
 from transforms.events import (
     DeadLetter,
+    EventList,
     ParsedEvent,
     ParseEvents,
     SkippedOffsets,
@@ -149,14 +151,16 @@ def _parsed(i: int, account: str | None = None, raw_bytes: int = 100, txn: str |
 
 def _enrich(items: list[object], shards: int = 4, lists: bool = False, **settings) -> tuple[list[object], list[list]]:
     """Outputs and submitted batches; with `lists`, the items go in as lists of up to 50 (the job's
-    record batches) and every output must be a list (flattened here)."""
+    record batches, crossing to the stateful step as `EventList`s) and every output must be a list
+    (flattened here)."""
     run = uuid.uuid4().hex
     inputs = [items[i:i + 50] for i in range(0, len(items), 50)] if lists else items
     with beam.Pipeline(options=PipelineOptions(FNAPI)) as p:
         (p | beam.Create(inputs, reshuffle=False)
            | ThrottledEnrichment(NoCaller(), ThrottleSettings(num_shards=shards, **settings), shard_key=shard_key_of,
                                  size_of=size_of, passthrough=(DeadLetter,), timestamp_of=timestamp_of,
-                                 lists=lists, runtime_factory=FakeRuntimeFactory(run))
+                                 lists=lists, shard_list_type=EventList if lists else list[Any],
+                                 runtime_factory=FakeRuntimeFactory(run))
            | beam.ParDo(_Collect(run)))
     outputs = _OUTPUTS.pop(run)
     if lists:
@@ -202,7 +206,7 @@ def test_an_event_nested_deeper_than_the_job_carries_is_a_dead_letter_not_a_fail
            | ParseEvents(ORDERS_LIKE.schema)
            | ThrottledEnrichment(NoCaller(), ThrottleSettings(num_shards=1), shard_key=shard_key_of,
                                  passthrough=(DeadLetter,), timestamp_of=timestamp_of, lists=True,
-                                 runtime_factory=FakeRuntimeFactory(run))
+                                 shard_list_type=EventList, runtime_factory=FakeRuntimeFactory(run))
            | beam.ParDo(_Collect(run)))
     outputs = {o.element.event.id if isinstance(o, Enriched) else o.source.offset: o
                for out in _OUTPUTS.pop(run) for o in out}

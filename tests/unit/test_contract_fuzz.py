@@ -49,7 +49,7 @@ from transforms.contract.loader import DEFAULT_CONTRACT, Contract, load_contract
 from transforms.contract.schema import Event, InvalidEvent
 from transforms.control.signals import ElementFailure
 from transforms.enrichment.outcomes import Enriched
-from transforms.events import DeadLetter, ParsedEvent, ParseEvents, SkippedOffsets
+from transforms.events import DeadLetter, EventListCoder, ParsedEvent, ParseEvents, SkippedOffsets
 from transforms.kafka.records import KafkaRecord, OffsetGap, OutboundRecord, SourcePosition
 from transforms.outputs import RecordEncoder, dead_letter_record
 
@@ -253,6 +253,30 @@ def test_event_shaped_objects_are_validated_field_by_field(name: str, data: st.D
 def test_each_field_may_be_any_value(name: str, data: st.DataObject) -> None:
     case = CASES[name]
     check_message(case.contract, encoded(data.draw(one_field_of(case.good))))
+
+
+@CONTRACTS
+@FUZZ
+@given(data=st.data())
+def test_what_parsing_makes_crosses_to_the_enrichment_step_as_it_was(name: str, data: st.DataObject) -> None:
+    """`EventListCoder` (the job's keyed boundary) gives back every event, dead letter and gap, of the same types."""
+    schema, messages = CASES[name].contract.schema, data.draw(st.lists(message_values_of(CASES[name].good), max_size=6))
+    elements: list[Any] = [SkippedOffsets.of(OffsetGap(POSITION))] if data.draw(st.booleans()) else []
+    for i, value in enumerate(messages):
+        try:
+            elements.append(ParsedEvent(schema.parse(value), value, POSITION, i, value[:3] or None))
+        except InvalidEvent as e:
+            elements.append(DeadLetter("invalid_event", str(e), "parse", value, POSITION))
+    coder = EventListCoder()
+    back = coder.decode(coder.encode(elements))
+    assert [type(e) for e in back] == [type(e) for e in elements]
+    for was, now in zip(elements, back):
+        if isinstance(was, ParsedEvent):
+            assert same(was.event.values, now.event.values)
+            assert (was.event.id, was.event.key, was.raw, was.source, was.timestamp_ms, was.record_key) == (
+                now.event.id, now.event.key, now.raw, now.source, now.timestamp_ms, now.record_key)
+        else:
+            assert was == now
 
 
 # ---- (b) the parser's fast path accepts only what the general path accepts -------------------

@@ -278,6 +278,9 @@ class ThrottledEnrichment(beam.PTransform):
     - `lists`: the input's elements are lists of elements (global window, `timestamp_of` needed),
       and so are the outputs - one per completed batch, one per input list's passed-through
       elements - so Beam's cost per element is paid per list (the Kafka job's record batches).
+    - `shard_list_type`: with `lists`, the type hint of one shard's list where the lists cross to
+      the stateful step, which a runner encodes; Beam's coder registry picks the coder by it (by
+      default a list of pickled elements; the Kafka job's `EventList` has a compact one).
 
     One runtime (throttle, caller, event loop) per worker process is shared by every instance
     of the same caller and settings. When the job must stop - the service answered with a
@@ -291,11 +294,12 @@ class ThrottledEnrichment(beam.PTransform):
                  passthrough: tuple[type, ...] = (),
                  timestamp_of: Callable[[Any], Timestamp] | None = None,
                  lists: bool = False,
+                 shard_list_type: Any = list[Any],
                  runtime_factory: RuntimeFactory = shared_runtime) -> None:
         super().__init__()
         if lists and timestamp_of is None:
             raise ValueError("lists=True needs timestamp_of: list elements live in the global window")
-        self._lists = lists
+        self._lists, self._shard_list_type = lists, shard_list_type
         self._caller, self._settings = caller, settings
         self._shard_key, self._size_of, self._passthrough = shard_key, size_of, tuple(passthrough)
         self._timestamp_of = timestamp_of
@@ -311,7 +315,8 @@ class ThrottledEnrichment(beam.PTransform):
         """The same transform on other runtimes (the benchmark's stand-ins, tests' fakes)."""
         return ThrottledEnrichment(self._caller, self._settings, shard_key=self._shard_key, size_of=self._size_of,
                                    passthrough=self._passthrough, timestamp_of=self._timestamp_of,
-                                   lists=self._lists, runtime_factory=runtime_factory)
+                                   lists=self._lists, shard_list_type=self._shard_list_type,
+                                   runtime_factory=runtime_factory)
 
     def expand(self, elements):
         n, key_of, passthrough = self._settings.num_shards, self._shard_key, self._passthrough
@@ -319,7 +324,7 @@ class ThrottledEnrichment(beam.PTransform):
         if self._lists:
             return (elements
                     | "KeyByShard" >> beam.FlatMap(_ShardLists(n, key_of, passthrough)).with_output_types(
-                        tuple[int, list[Any]])
+                        tuple[int, self._shard_list_type])
                     | "EnrichBatches" >> beam.ParDo(_EnrichListsFn(*args, timestamp_of=self._timestamp_of))
                     .with_output_types(list[Any]))
         fn = (_EnrichBatchesFn(*args) if self._timestamp_of is None
