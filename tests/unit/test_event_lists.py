@@ -1,5 +1,6 @@
-"""`EventListCoder`: what crosses to the stateful enrichment step comes back exactly as it was,
-whatever it holds, and the job's keyed boundary is encoded with it."""
+"""The coders of the job's lists: `EventListCoder` (what crosses to the stateful enrichment step
+comes back exactly as it was, whatever it holds) and `RecordBatchCoder` (what the reader emits);
+the job's PCollections are encoded with them."""
 from __future__ import annotations
 
 import datetime
@@ -15,7 +16,9 @@ from pipelines.options import EnrichPaymentsOptions, parse_options
 from transforms.contract.loader import DEFAULT_CONTRACT, load_contract
 from transforms.contract.schema import Event
 from transforms.events import _DECODER, DeadLetter, EventList, EventListCoder, ParsedEvent, SkippedOffsets
-from transforms.kafka.records import OffsetGap, SourcePosition
+from transforms.kafka.connection import KafkaConnection
+from transforms.kafka.read import ReadFromKafka
+from transforms.kafka.records import KafkaRecord, OffsetGap, RecordBatchCoder, SourcePosition
 
 CONTRACT = load_contract(DEFAULT_CONTRACT)
 
@@ -69,15 +72,38 @@ def test_the_coder_pickles_and_compares_as_the_registry_needs() -> None:
     assert beam.coders.registry.get_coder(EventList) == EventListCoder()
 
 
+def output_coder(p: beam.Pipeline, step: str) -> beam.coders.Coder:
+    """The coder of the output of the step whose name ends with `step`."""
+    proto = p.to_runner_api()
+    transform = next(t for t in proto.components.transforms.values() if t.unique_name.endswith(step))
+    (output,) = transform.outputs.values()
+    return PipelineContext(proto.components).coders.get_by_id(proto.components.pcollections[output].coder_id)
+
+
 def test_the_jobs_keyed_boundary_is_encoded_as_event_lists() -> None:
     opts = parse_options(["--service_url=http://127.0.0.1:9/score"]).view_as(EnrichPaymentsOptions)
     p = beam.Pipeline()
     _ = p | beam.Create([[_parsed(1)]], reshuffle=False) | default_enrichment(opts, CONTRACT)
-    proto = p.to_runner_api()
-    keying = next(t for t in proto.components.transforms.values() if t.unique_name.endswith("/KeyByShard"))
-    (keyed,) = keying.outputs.values()
-    coder = PipelineContext(proto.components).coders.get_by_id(proto.components.pcollections[keyed].coder_id)
-    assert coder.value_coder() == EventListCoder()
+    assert output_coder(p, "/KeyByShard").value_coder() == EventListCoder()
+
+
+def _record(offset: int, key: bytes | None = b"k", value: bytes | None = b"{}") -> KafkaRecord:
+    return KafkaRecord(SourcePosition("in", 3, offset, offset - 1), key, value, 1_700_000_000_000 + offset)
+
+
+def test_record_batches_come_back_as_they_were_with_their_gaps_in_place() -> None:
+    gap = OffsetGap(SourcePosition("in", 3, 9, 8))
+    coder = RecordBatchCoder()
+    for batch in ([_record(1), _record(2, None, None), _record(3, b"", b"")], [_record(1), gap], [gap],
+                  [gap, _record(5), gap, _record(7)], []):
+        back = coder.decode(coder.encode(batch))
+        assert back == batch and [type(r) for r in back] == [type(r) for r in batch]
+
+
+def test_the_readers_batches_are_encoded_as_record_batches() -> None:
+    p = beam.Pipeline()
+    _ = p | ReadFromKafka(KafkaConnection("unused:9092", group_id="g"), "in", bounded=True)
+    assert output_coder(p, "/ReadPartitions") == RecordBatchCoder()
 
 
 def test_the_coder_benchmark_reports_both_coders(capsys) -> None:

@@ -14,7 +14,10 @@ frozen dataclass's `__init__` cost seven times a Struct's (0.9 vs 0.13 us).
 """
 from __future__ import annotations
 
+import itertools
+
 import msgspec
+from apache_beam import coders
 
 
 class SourcePosition(msgspec.Struct, frozen=True, gc=False):
@@ -48,10 +51,53 @@ class OffsetGap(msgspec.Struct, frozen=True):
     source: SourcePosition
 
 
-#: What the reader emits per poll of one partition: its records in offset order, then the gaps it
-#: found (`ReadFromKafka`). The job's steps pass lists like it on, so Beam's cost per element is
-#: paid per poll rather than per record.
-RecordBatch = list[KafkaRecord | OffsetGap]
+class RecordBatch(list):  # type: ignore[type-arg]
+    """What the reader emits per poll of one partition: its records in offset order, then the gaps
+    it found (`ReadFromKafka`). The job's steps pass lists like it on, so Beam's cost per element
+    is paid per poll rather than per record.
+
+    The type hint for which Beam's coder registry gives `RecordBatchCoder`; the batches themselves
+    are plain lists of `KafkaRecord | OffsetGap`.
+    """
+
+
+_Batch = tuple[list[KafkaRecord], list[OffsetGap], list[int]]   # records, gaps, the gaps' places
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(_Batch)
+
+
+class RecordBatchCoder(coders.Coder):
+    """A batch as MessagePack: its fields (bytes, integers, a topic name) come back as they were.
+    Beam's default for a list pickles each record, and Beam encodes every batch the reader emits
+    to sample its size (it restarts sampling for each partition it reads)."""
+
+    def encode(self, value: list[KafkaRecord | OffsetGap]) -> bytes:
+        records = [r for r in value if r.__class__ is KafkaRecord]
+        if len(records) == len(value):
+            return _ENCODER.encode((records, [], []))
+        places = [i for i, r in enumerate(value) if r.__class__ is not KafkaRecord]
+        return _ENCODER.encode((records, [value[i] for i in places], places))
+
+    def decode(self, encoded: bytes) -> list[KafkaRecord | OffsetGap]:
+        records, gaps, places = _DECODER.decode(encoded)
+        if not gaps:
+            return records   # type: ignore[return-value]
+        out: list[KafkaRecord | OffsetGap] = []
+        taken = iter(records)
+        for place, gap in zip(places, gaps):
+            out.extend(itertools.islice(taken, place - len(out)))
+            out.append(gap)
+        out.extend(taken)
+        return out
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self) -> type:
+        return RecordBatch
+
+
+coders.registry.register_coder(RecordBatch, RecordBatchCoder)
 
 
 class OutboundRecord(msgspec.Struct, frozen=True):
