@@ -37,8 +37,9 @@ from testbed.support.local_ports import terminate
 LOG = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[2]
 FNAPI = "--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"
-FIRST_REQUEST_TIMEOUT_S = 120.0   # Flink with several workers takes ~30-60 s to its first request
+FIRST_REQUEST_TIMEOUT_S = 180.0   # a Flink session cluster of several TaskManagers takes ~60-90 s to its first request
 CALIBRATION_REQUESTS = 150
+FLINK_STOP_S = 90.0
 
 
 def _say(msg: str) -> None:
@@ -77,20 +78,29 @@ def _pipeline_args(run: Run, bootstrap: str, topics: dict[str, str], group: str,
 
 
 def client_command(run: Run, telemetry: Path, pipeline_args: list[str]) -> list[str]:
-    """The client process: drains in a loop on the FnApiRunner, or (several workers) a Flink job."""
+    """The client process: drains in a loop on the FnApiRunner, or (several workers) a Flink job on a
+    session cluster whose files go beside the telemetry."""
     if run.workers > 1:
-        return [sys.executable, "-m", "testbed.bench.run_flink", "--workers", str(run.workers), "--", *pipeline_args]
+        return [sys.executable, "-m", "testbed.bench.run_flink", "--workers", str(run.workers),
+                "--run_dir", str(telemetry.parent / "flink"), "--", *pipeline_args]
     return [sys.executable, "-m", "testbed.bench.run_client", "--client", run.client,
             "--telemetry_out", str(telemetry), "--max_seconds", str(run.duration_s + 120), "--", *pipeline_args]
 
 
-def _wait_first_request(service: ScoringServiceProcess, client: subprocess.Popen) -> float | None:
+def _wait_first_request(service: ScoringServiceProcess, client: subprocess.Popen, workers: int) -> float | None:
+    """When the job's first request reached the service. On Flink (`workers` > 1) that is the first
+    from an SDK worker: the launcher's start-up probe (its own pid in the User-Agent) comes a minute
+    before the job runs."""
+    launcher = f"pid/{client.pid}"
     deadline = time.monotonic() + FIRST_REQUEST_TIMEOUT_S
     while time.monotonic() < deadline:
         if client.poll() is not None:
             return None
         try:
-            if service.stats()["attempted_requests"] > 0:
+            stats = service.stats()
+            if workers > 1 and any(not agent.endswith(launcher) for agent in stats["unique_by_client"]):
+                return time.monotonic()
+            if workers == 1 and stats["attempted_requests"] > 0:
                 return time.monotonic()
         except requests.RequestException:
             pass
@@ -124,7 +134,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path, extra: tuple[str, ...] 
     probe: KafkaProbe | None = None
     try:
         spawned = time.monotonic()
-        t0 = _wait_first_request(service, client)
+        t0 = _wait_first_request(service, client, run.workers)
         if t0 is None:
             record["error"] = f"client made no request within {FIRST_REQUEST_TIMEOUT_S:.0f} s (exit {client.poll()})"
             return record
@@ -154,7 +164,8 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path, extra: tuple[str, ...] 
     finally:
         if sampler is not None:
             sampler.stop()
-        record["client_exit"] = terminate(client)
+        # A Flink client cancels its job and stops its cluster before it exits.
+        record["client_exit"] = terminate(client, FLINK_STOP_S if run.workers > 1 else 10.0)
         client_log.close()
         terminate(producer)
         if probe is not None:

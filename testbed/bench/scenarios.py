@@ -135,11 +135,12 @@ def memory(quick: bool, big: int | None = None) -> Scenario:
 
 
 def s4_workers(quick: bool) -> Scenario:
-    """Several SDK worker processes (Flink, parallelism = workers) share one service under S1 load."""
+    """Several SDK worker processes (a Flink session cluster, one TaskManager and one worker per unit of
+    parallelism) share one service under S1 load."""
     duration = 60.0 if quick else 120.0
     run = Run("S4", "ours", 1, duration, 30.0, prefill_for(1, duration), INTAKE_EPS, _service(),
               variant=f"w{S4_WORKERS}", workers=S4_WORKERS)
-    return Scenario("S4", f"S4 {S4_WORKERS} worker processes share one service (Flink, S1 load)", (run,),
+    return Scenario("S4", f"S4 {S4_WORKERS} worker processes share one service (Flink session cluster, S1 load)", (run,),
                     notes=f"job-wide --max_in_flight={S4_MAX_IN_FLIGHT} over --num_shards={S4_SHARDS}")
 
 
