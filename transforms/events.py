@@ -23,7 +23,6 @@ offsets), are pickled beside it with their positions in the list.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import pickle
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.contract.fields import brief
 from transforms.contract.schema import Event, EventSchema, InvalidEvent
-from transforms.kafka.records import OffsetGap, RecordBatch, SourcePosition
+from transforms.kafka.records import OffsetGap, RecordBatch, SourcePosition, placed_among
 from transforms.monitoring import metrics
 from transforms.monitoring.services import NO_SERVICES, WorkerServices
 
@@ -113,6 +112,8 @@ class EventList(list):  # type: ignore[type-arg]
 
 
 class EventListCoder(coders.Coder):
+    """MessagePack for the events that come back exactly, pickle for the rest (see the module docstring)."""
+
     def encode(self, value: list[Any]) -> bytes:
         if all(element.__class__ is ParsedEvent for element in value):
             data = _exact(value)
@@ -129,15 +130,7 @@ class EventListCoder(coders.Coder):
 
     def decode(self, encoded: bytes) -> list[Any]:
         fast, pickled = _DECODER.decode(encoded)
-        if not pickled:
-            return fast
-        out: list[Any] = []
-        events = iter(fast)
-        for i, element in pickle.loads(pickled):
-            out.extend(itertools.islice(events, i - len(out)))
-            out.append(element)
-        out.extend(events)
-        return out
+        return placed_among(fast, pickle.loads(pickled)) if pickled else fast
 
     def is_deterministic(self) -> bool:
         return False

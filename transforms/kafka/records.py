@@ -15,6 +15,8 @@ frozen dataclass's `__init__` cost seven times a Struct's (0.9 vs 0.13 us).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 from apache_beam import coders
@@ -80,21 +82,24 @@ class RecordBatchCoder(coders.Coder):
 
     def decode(self, encoded: bytes) -> list[KafkaRecord | OffsetGap]:
         records, gaps, places = _DECODER.decode(encoded)
-        if not gaps:
-            return records   # type: ignore[return-value]
-        out: list[KafkaRecord | OffsetGap] = []
-        taken = iter(records)
-        for place, gap in zip(places, gaps):
-            out.extend(itertools.islice(taken, place - len(out)))
-            out.append(gap)
-        out.extend(taken)
-        return out
+        return placed_among(records, zip(places, gaps)) if gaps else records   # type: ignore[return-value]
 
     def is_deterministic(self) -> bool:
         return False
 
     def to_type_hint(self) -> type:
         return RecordBatch
+
+
+def placed_among(items: list[Any], placed: Iterable[tuple[int, Any]]) -> list[Any]:
+    """`items` with each (position, element) of `placed` (in order of position) put back at its position."""
+    out: list[Any] = []
+    rest = iter(items)
+    for position, element in placed:
+        out.extend(itertools.islice(rest, position - len(out)))
+        out.append(element)
+    out.extend(rest)
+    return out
 
 
 coders.registry.register_coder(RecordBatch, RecordBatchCoder)
