@@ -106,9 +106,9 @@ _DECODER = msgspec.msgpack.Decoder(_Encoded)
 
 
 class EventList(list):  # type: ignore[type-arg]
-    """The type hint of one shard's list of ParsedEvent | DeadLetter at the enrichment's keyed
-    boundary (`ThrottledEnrichment(shard_list_type=EventList)`), for which Beam's coder registry
-    gives `EventListCoder`. The lists themselves are plain lists."""
+    """The type hint of the job's lists of ParsedEvent | DeadLetter - the parse step's output, and one
+    shard's list at the enrichment's keyed boundary (`ThrottledEnrichment(shard_list_type=EventList)`) -
+    for which Beam's coder registry gives `EventListCoder`. The lists themselves are plain lists."""
 
 
 class EventListCoder(coders.Coder):
