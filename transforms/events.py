@@ -115,14 +115,14 @@ class EventListCoder(coders.Coder):
     """MessagePack for the events that come back exactly, pickle for the rest (see the module docstring)."""
 
     def encode(self, value: list[Any]) -> bytes:
-        if all(element.__class__ is ParsedEvent for element in value):
-            data = _exact(value)
-            if data is not None:
-                return data
+        events = [element for element in value if element.__class__ is ParsedEvent]
+        whole = _exact(events)   # a poll's events with its gap (a transactional topic's marker) go at once
+        if whole is not None and len(events) == len(value):
+            return whole
         fast: list[ParsedEvent] = []
         rest: list[tuple[int, Any]] = []
         for i, element in enumerate(value):
-            if element.__class__ is ParsedEvent and _exact([element]) is not None:
+            if element.__class__ is ParsedEvent and (whole is not None or _exact([element]) is not None):
                 fast.append(element)
             else:
                 rest.append((i, element))
