@@ -165,7 +165,7 @@ def execute_run(run: Run, bootstrap: str, out_dir: Path, extra: tuple[str, ...] 
         if sampler is not None:
             sampler.stop()
         # A Flink client cancels its job and stops its cluster before it exits.
-        record["client_exit"] = terminate(client, FLINK_STOP_S if run.workers > 1 else 10.0)
+        record["client_exit"] = terminate(client, FLINK_STOP_S) if run.workers > 1 else terminate(client)
         client_log.close()
         terminate(producer)
         if probe is not None:
