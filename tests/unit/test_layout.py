@@ -3,6 +3,8 @@ and what is installed does not reach into the development parts."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +87,12 @@ def test_the_shipped_packages_never_import_the_testbed() -> None:
     offenders = {name: sorted(m for m in _imports(path, modules) if m.split(".")[0] in ("testbed", "tests"))
                  for name, path in shipped.items()}
     assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_job_loads_the_clients_of_opt_in_features_only_when_they_are_used() -> None:
+    """Every run of the job pays for what its module imports: Redis (the fleet quota) and the Google
+    client (Cloud Monitoring export) load only with their options."""
+    probe = ("import sys, pipelines.enrich_payments; "
+             "print(sorted(m for m in ('redis', 'google.cloud.monitoring_v3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
