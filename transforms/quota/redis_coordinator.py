@@ -14,8 +14,6 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-import redis
-
 from transforms.control.lease import Grant
 
 #: KEYS: demands hash, grants hash, expiry sorted set. ARGV: worker, demand rps, quota rps, ttl ms.
@@ -67,6 +65,10 @@ class QuotaCoordinatorConfig:
 
 class RedisCoordinator:
     def __init__(self, config: QuotaCoordinatorConfig, worker_id: str | None = None) -> None:
+        # Loaded here, not with the module: a job without a fleet quota does not pay for it at start-up.
+        import redis
+
+        self._errors = redis.RedisError
         self.config = config
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._client = redis.Redis.from_url(config.url, socket_timeout=config.timeout_s,
@@ -78,7 +80,7 @@ class RedisCoordinator:
         try:
             rps, workers = self._renew(keys=self._keys, args=[self.worker_id, f"{demand_rps:.6f}",
                                                               f"{quota_rps:.6f}", int(ttl_s * 1000)])
-        except redis.RedisError as e:
+        except self._errors as e:
             raise CoordinatorUnavailable(f"quota coordinator {self.config.url}: {e}") from None
         return Grant(float(rps), int(workers))
 
@@ -88,7 +90,7 @@ class RedisCoordinator:
             self._client.hdel(self._keys[0], self.worker_id)
             self._client.hdel(self._keys[1], self.worker_id)
             self._client.zrem(self._keys[2], self.worker_id)
-        except redis.RedisError:
+        except self._errors:
             pass
         finally:
             self._client.close()
