@@ -17,6 +17,7 @@ past the records whose outputs were written.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -437,4 +438,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Only the interpreter's teardown is left. Frozen, the ~170,000 objects of Beam's modules and of
+    # the run are freed as before, but the collector stops walking all of them on each of its passes
+    # while the modules are cleared: a 60,000-event drain exits about half a second sooner.
+    gc.freeze()
+    sys.exit(code)
