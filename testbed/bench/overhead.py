@@ -5,7 +5,8 @@ same run, against a fast scoring service that never limits.
     python -m testbed.bench.overhead [--events 200000] [--batch_size 100] [--flink] [--stages]
                                      [--partitions 8,32,128] [--out overhead.json]
 
-Each drain runs in its own process over its own copy of the backlog. Figures per run:
+Each drain runs in its own process over its own copy of the backlog (the pass-through's as the
+job's command runs its own: `pipelines.command.exit_with`). Figures per run:
 wall time, CPU time of the process tree and events per CPU-second (start-up included),
 seconds to the first output, peak RSS (the launcher's, and its children's: the JVMs on
 Flink) and threads, and the *steady* events/s - outputs ÷ the span between the first and
@@ -58,6 +59,7 @@ from transforms.kafka.commit import CommitOffsets
 from transforms.kafka.records import OffsetGap, OutboundRecord
 from transforms.contract.loader import DEFAULT_CONTRACT, load_contract
 from transforms.events import DeadLetter, ParsedEvent, ParseEvents, SkippedOffsets
+from pipelines.command import exit_with
 bootstrap, source, sink, group, parse = sys.argv[1:6]
 
 def raw(r):
@@ -69,12 +71,16 @@ def raw(r):
         return OutboundRecord(sink, None, r.payload or b"", r.source)
     return OutboundRecord(sink, r.key, r.value or b"", r.position)
 
-conn = KafkaConnection(bootstrap, group_id=group)
-with beam.Pipeline(options=PipelineOptions(sys.argv[6:])) as p:
-    records = p | ReadFromKafka(conn, source, bounded=True)
-    if parse == "parse":
-        records = records | ParseEvents(load_contract(DEFAULT_CONTRACT).schema)
-    records | beam.Map(lambda batch: [raw(r) for r in batch]) | WriteToKafka(conn) | CommitOffsets(conn)
+def main():
+    conn = KafkaConnection(bootstrap, group_id=group)
+    with beam.Pipeline(options=PipelineOptions(sys.argv[6:])) as p:
+        records = p | ReadFromKafka(conn, source, bounded=True)
+        if parse == "parse":
+            records = records | ParseEvents(load_contract(DEFAULT_CONTRACT).schema)
+        records | beam.Map(lambda batch: [raw(r) for r in batch]) | WriteToKafka(conn) | CommitOffsets(conn)
+    return 0
+
+exit_with(main)   # the process as the job's command runs it
 """
 
 
