@@ -111,3 +111,24 @@ def test_the_coder_benchmark_reports_both_coders(capsys) -> None:
     assert main(["--events", "5", "--pairs", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["event_list_coder_us"] > 0 and report["beam_default_us"] > 0 and report["ratio_median"] > 0
+
+
+def test_a_size_estimate_of_event_lists_neither_decodes_nor_pickles_them(monkeypatch) -> None:
+    """Beam estimates the size of sampled lists; the check that events come back exactly (a decode
+    and a comparison) is for what is sent, not for an estimate."""
+    import transforms.events as events_module
+
+    class CountingDecoder:
+        calls = 0
+
+        def decode(self, data: bytes) -> object:
+            CountingDecoder.calls += 1
+            return _DECODER.decode(data)
+
+    events = [_parsed(i) for i in range(1, 101)]
+    exact = len(EventListCoder().encode(events))
+    monkeypatch.setattr(events_module, "_DECODER", CountingDecoder())
+    assert EventListCoder().estimate_size(events) == exact
+    assert CountingDecoder.calls == 0
+    mixed = [_letter(0), *events]
+    assert EventListCoder().estimate_size(mixed) > exact   # a dead letter among them is counted too
