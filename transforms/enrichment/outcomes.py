@@ -15,9 +15,10 @@ replaying dead letters:
 """
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
+from apache_beam import coders
 
 E = TypeVar("E")
 R = TypeVar("R")
@@ -36,3 +37,42 @@ class Failed(msgspec.Struct, Generic[E], frozen=True):
     detail: str             # one line for people
     attempts: int
     last_status: int | None = None
+
+
+class OutcomeList(list):  # type: ignore[type-arg]
+    """The type hint of `ThrottledEnrichment(lists=True)`'s outputs, for which Beam's coder registry
+    gives `OutcomeListCoder`. The lists themselves are plain lists."""
+
+
+class OutcomeListCoder(coders.Coder):
+    """Beam's list coder (the bytes are the same), with a size estimate from the first few outcomes.
+
+    Beam samples the size of a step's outputs: each sampled list's size was estimated by pickling
+    every outcome in it (6,100 pickles, 84 ms of a 60,000-event drain at batch 100). The outcomes
+    of one batch are alike, so the first few, scaled to the list's length, make the estimate.
+    """
+
+    SAMPLED = 4
+
+    def __init__(self) -> None:
+        self._list = coders.ListCoder(coders.FastPrimitivesCoder())
+
+    def encode(self, value: list[Any]) -> bytes:
+        return self._list.encode(value)
+
+    def decode(self, encoded: bytes) -> list[Any]:
+        return self._list.decode(encoded)
+
+    def estimate_size(self, value: list[Any]) -> int:
+        if len(value) <= self.SAMPLED:
+            return self._list.estimate_size(value)
+        return self._list.estimate_size(value[:self.SAMPLED]) * len(value) // self.SAMPLED
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self) -> type:
+        return OutcomeList
+
+
+coders.registry.register_coder(OutcomeList, OutcomeListCoder)

@@ -48,7 +48,7 @@ from transforms.control.batching import BatchPolicy
 from transforms.control.settings import DEFAULTS, ThrottleSettings
 from transforms.control.signals import ElementFailure
 from transforms.enrichment.caller import Caller
-from transforms.enrichment.outcomes import Enriched, Failed
+from transforms.enrichment.outcomes import Enriched, Failed, OutcomeList
 from transforms.enrichment.runtime import BatchResult, Runtime, RuntimeFactory, set_gauges, shared_runtime
 from transforms.monitoring import metrics
 from transforms.monitoring.services import StartingServices, WorkerServices
@@ -278,6 +278,8 @@ class ThrottledEnrichment(beam.PTransform):
     - `lists`: the input's elements are lists of elements (global window, `timestamp_of` needed),
       and so are the outputs - one per completed batch, one per input list's passed-through
       elements - so Beam's cost per element is paid per list (the Kafka job's record batches).
+      The outputs' type hint is `OutcomeList`, whose coder estimates a list's size from a few of
+      its outcomes.
     - `shard_list_type`: with `lists`, the type hint of one shard's list where the lists cross to
       the stateful step, which a runner encodes; Beam's coder registry picks the coder by it (by
       default a list of pickled elements; the Kafka job's `EventList` has a compact one).
@@ -326,7 +328,7 @@ class ThrottledEnrichment(beam.PTransform):
                     | "KeyByShard" >> beam.FlatMap(_ShardLists(n, key_of, passthrough)).with_output_types(
                         tuple[int, self._shard_list_type])
                     | "EnrichBatches" >> beam.ParDo(_EnrichListsFn(*args, timestamp_of=self._timestamp_of))
-                    .with_output_types(list[Any]))
+                    .with_output_types(OutcomeList))
         fn = (_EnrichBatchesFn(*args) if self._timestamp_of is None
               else _EnrichGlobalBatchesFn(*args, timestamp_of=self._timestamp_of))
         return (elements

@@ -38,7 +38,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from transforms.kafka.commit import DeliveredPrefix
 from transforms.kafka.connection import KafkaConnection, producer_config
-from transforms.kafka.offset_ranges import OffsetRangeSet
+from transforms.kafka.offset_ranges import PendingRanges
 from transforms.kafka.records import OffsetAck, OffsetGap, OutboundRecord, SourcePosition
 from transforms.monitoring import metrics
 from transforms.monitoring.services import NO_SERVICES, WorkerServices
@@ -76,7 +76,7 @@ class _WriteFn(beam.DoFn):
         # Bumped per bundle: failure reports of an abandoned bundle are ignored.
         self._generation = 0
         self._on_failure: Callable[[KafkaError | None, Message], None] | None = None   # per bundle
-        self._sent: dict[tuple[str, int], OffsetRangeSet] = {}
+        self._sent: dict[tuple[str, int], PendingRanges] = {}
         self._failures: list[str] = []
         self._acked_records = 0
         self._acked_bytes = 0
@@ -141,7 +141,7 @@ class _WriteFn(beam.DoFn):
         if self._producer.flush(self._flush_timeout_s):
             self._failures.append(f"records still queued after {self._flush_timeout_s:g} s flush")
         self._raise_on_failures()
-        self._commits.delivered(self._sent)
+        self._commits.delivered({key: ranges.merged() for key, ranges in self._sent.items()})
         self._next_commit = time.monotonic() + (self._commit_every_s or 0.0)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
@@ -158,7 +158,7 @@ class _WriteFn(beam.DoFn):
         delivered, self._sent = self._sent, {}
         for (topic, partition), ranges in delivered.items():
             # Stamped now: the acks only travel on to the committer, in the global window.
-            yield in_global_window(OffsetAck(topic, partition, ranges.ranges), Timestamp.now())
+            yield in_global_window(OffsetAck(topic, partition, ranges.merged().ranges), Timestamp.now())
 
     def teardown(self) -> None:
         if self._producer is not None:
@@ -190,7 +190,7 @@ class _WriteFn(beam.DoFn):
         key = (source.topic, source.partition)
         ranges = self._sent.get(key)
         if ranges is None:
-            ranges = self._sent[key] = OffsetRangeSet()
+            ranges = self._sent[key] = PendingRanges()
         ranges.add(*source.covered)
 
     def _raise_on_failures(self) -> None:
