@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.kafka.offset_ranges import OffsetRangeSet
+from transforms.kafka.offset_ranges import OffsetRangeSet, PendingRanges
 
 
 def test_add_merges_overlapping_and_touching_ranges() -> None:
@@ -80,3 +80,33 @@ def test_committed_offset_never_skips_an_unacknowledged_offset(
         assert all(r_start > committed for r_start, _ in pending.ranges)
     assert committed == base + total
     assert len(pending) == 0
+
+
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=200), st.integers(min_value=0, max_value=20)),
+                max_size=80),
+       st.lists(st.tuples(st.integers(min_value=0, max_value=200), st.integers(min_value=0, max_value=20)),
+                max_size=5))
+def test_add_all_holds_what_adding_each_range_in_turn_holds(spans: list, already: list) -> None:
+    ranges = [(start, start + length) for start, length in spans]
+    one_by_one, at_once = OffsetRangeSet(), OffsetRangeSet()
+    for start, length in already:
+        one_by_one.add(start, start + length)
+        at_once.add(start, start + length)
+    for start, end in ranges:
+        one_by_one.add(start, end)
+    at_once.add_all(ranges)
+    assert at_once.ranges == one_by_one.ranges
+
+
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=300), st.integers(min_value=0, max_value=3)),
+                max_size=120))
+def test_pending_ranges_merge_to_what_the_set_holds_and_keep_few_waiting(spans: list) -> None:
+    class Small(PendingRanges):
+        MERGE_EVERY = 7
+
+    pending, reference = Small(), OffsetRangeSet()
+    for start, length in spans:
+        pending.add(start, start + length)
+        reference.add(start, start + length)
+        assert len(pending._waiting) < Small.MERGE_EVERY
+    assert pending.merged().ranges == reference.ranges
