@@ -13,3 +13,27 @@ def test_the_command_exits_with_mains_code_and_runs_it_with_the_loaded_modules_f
              "exit_with(lambda: print(gc.get_freeze_count() > 1000, gc.isenabled()) or 3)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
     assert (out.returncode, out.stdout.split()) == (3, ["True", "True"])
+
+
+def test_run_as_a_command_the_collector_waits_until_the_modules_are_loaded_and_frozen() -> None:
+    # `python -m pipelines.<command>`: runpy imports the package while sys.argv[0] is "-m".
+    probe = ("import sys; sys.argv = ['-m']; import gc, pipelines; paused = not gc.isenabled(); "
+             "import apache_beam; from pipelines.command import exit_with; "
+             "exit_with(lambda: print(paused, gc.isenabled(), gc.get_freeze_count() > 100_000) or 0)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert (out.returncode, out.stdout.split()) == (0, ["True", "True", "True"]), out.stderr[-500:]
+
+
+def test_imported_as_a_library_the_package_leaves_the_collector_alone() -> None:
+    probe = "import gc, pipelines.enrich_payments; print(gc.isenabled())"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["True"], out.stderr[-500:]
+
+
+def test_every_command_of_the_package_runs_through_exit_with() -> None:
+    """A command that did not would run with the collector paused for its whole life."""
+    for module in sorted((ROOT / "pipelines").glob("*.py")):
+        text = module.read_text()
+        if 'if __name__ == "__main__":' in text:
+            main_block = text.split('if __name__ == "__main__":', 1)[1]
+            assert "exit_with(" in main_block, f"{module.name} does not run through pipelines.command.exit_with"
