@@ -53,6 +53,7 @@ from typing import NoReturn
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from pipelines.command import exit_with
 from pipelines.options import ConfigError
 from pipelines.preflight import check_kafka
 from transforms.kafka.connection import SECURITY_KEYS, KafkaConnection, consumer_config, parse_properties, producer_config
@@ -377,4 +378,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

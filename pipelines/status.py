@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pipelines.command import exit_with
 from pipelines.options import job_default
 from transforms.kafka.connection import KafkaConnection, parse_properties
 from transforms.kafka.lag import KafkaUnreachable, LagProbe, PartitionLag, TopicMissing
@@ -144,4 +145,4 @@ def main(argv: list[str] | None = None, sleep: Callable[[float], None] = time.sl
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)
