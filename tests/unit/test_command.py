@@ -1,6 +1,7 @@
 """The job's command: its exit code passes through, and what was loaded before `main` is frozen."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,15 @@ def test_every_command_of_the_package_runs_through_exit_with() -> None:
         if 'if __name__ == "__main__":' in text:
             main_block = text.split('if __name__ == "__main__":', 1)[1]
             assert "exit_with(" in main_block, f"{module.name} does not run through pipelines.command.exit_with"
+
+
+def test_a_users_package_that_imports_the_job_and_runs_with_dash_m_keeps_its_collector(tmp_path: Path) -> None:
+    """`python -m mycompany.job`, whose package imports the job: runpy imports that package while
+    sys.argv[0] is "-m" too, and nothing of ours would start the collector again."""
+    package = tmp_path / "mycompany"
+    package.mkdir()
+    (package / "__init__.py").write_text("import pipelines.enrich_payments\n")
+    (package / "job.py").write_text("import gc\nprint(gc.isenabled())\n")
+    out = subprocess.run([sys.executable, "-m", "mycompany.job"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])})
+    assert out.stdout.split() == ["True"], out.stderr[-500:]
