@@ -17,8 +17,9 @@ def test_the_command_exits_with_mains_code_and_runs_it_with_the_loaded_modules_f
 
 
 def test_run_as_a_command_the_collector_waits_until_the_modules_are_loaded_and_frozen() -> None:
-    # `python -m pipelines.<command>`: runpy imports the package while sys.argv[0] is "-m".
-    probe = ("import sys; sys.argv = ['-m']; import gc, pipelines; paused = not gc.isenabled(); "
+    # As `python -m pipelines.<command>` starts: the package loads first, to find the command in it.
+    probe = ("import sys; sys.orig_argv = [sys.executable, '-X', 'utf8', '-m', 'pipelines.status']; "
+             "import gc, pipelines; paused = not gc.isenabled(); "
              "import apache_beam; from pipelines.command import exit_with; "
              "exit_with(lambda: print(paused, gc.isenabled(), gc.get_freeze_count() > 100_000) or 0)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
@@ -50,3 +51,12 @@ def test_a_users_package_that_imports_the_job_and_runs_with_dash_m_keeps_its_col
     out = subprocess.run([sys.executable, "-m", "mycompany.job"], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])})
     assert out.stdout.split() == ["True"], out.stderr[-500:]
+
+
+def test_the_module_the_interpreter_runs_is_read_from_its_own_arguments() -> None:
+    from pipelines.command import _module_run_by_interpreter as run_module
+    assert run_module(["python", "-m", "pipelines.status", "-m", "x"]) == "pipelines.status"
+    assert run_module(["python", "-u", "-X", "importtime", "-W", "ignore", "-mpipelines.status"]) == "pipelines.status"
+    assert run_module(["python", "-c", "pass", "-m", "pipelines.status"]) is None
+    assert run_module(["python", "job.py", "-m", "pipelines.status"]) is None
+    assert run_module(["python"]) is None
