@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[2]
 WHOLE_PROCESS_EVENTS = 30_000
 
 PASS_THROUGH = """
+import gc; gc.disable()   # paused while the modules load, as the job's command pauses it (pipelines.command)
 import sys, apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.kafka.connection import KafkaConnection
